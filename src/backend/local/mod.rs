@@ -1,0 +1,563 @@
+//! The embedded local backend: the default, needs no cloud.
+//!
+//! Each volume is a sparse image file under the data directory. A snapshot is a reflink clone
+//! of the image (FICLONE: O(1) in the volume size, sharing every extent) where the file system
+//! supports it, and a sparse-aware copy elsewhere. A file system mounted from the image is
+//! frozen for the instant of the clone, so the snapshot is consistent. Restore and clone use
+//! the same clone path. Metadata lives in an embedded ACID store ([`store`]).
+//!
+//! Data directory layout:
+//! ```text
+//! meta.redb                 metadata store
+//! volumes/<volume id>.img   volume images
+//! snapshots/<snap id>.img   snapshot images
+//! staged/<volume id>        written by the node service: the staging mount point (or loop
+//!                           device) of a staged volume, read here to freeze it for snapshots
+//! ```
+
+pub mod clone;
+pub mod store;
+
+use crate::backend::{
+    Backend, BackendError, BackendResult, Capabilities, CreateSnapshot, CreateVolume, ErrorKind,
+    Page, PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
+};
+use async_trait::async_trait;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use store::{SnapshotRecord, SourceRecord, Store, VolumeRecord};
+
+const VOLUME_PREFIX: &str = "vol-";
+const SNAPSHOT_PREFIX: &str = "snap-";
+/// Volume sizes are whole MiB: loop devices and file systems want aligned sizes.
+const GRANULARITY: u64 = 1 << 20;
+
+/// File locations under the data directory, shared by the controller and node services.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// The layout under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Image of a volume; `None` when `id` is not of the local id form (so it cannot exist
+    /// and cannot escape the data directory).
+    pub fn volume_image(&self, id: &str) -> Option<PathBuf> {
+        valid_id(VOLUME_PREFIX, id).then(|| self.root.join("volumes").join(format!("{id}.img")))
+    }
+
+    /// Image of a snapshot; `None` when `id` is not of the local id form.
+    pub fn snapshot_image(&self, id: &str) -> Option<PathBuf> {
+        valid_id(SNAPSHOT_PREFIX, id).then(|| self.root.join("snapshots").join(format!("{id}.img")))
+    }
+
+    /// Marker file the node service keeps while a volume is staged.
+    pub fn staged_marker(&self, id: &str) -> Option<PathBuf> {
+        valid_id(VOLUME_PREFIX, id).then(|| self.root.join("staged").join(id))
+    }
+
+    fn ensure_dirs(&self) -> std::io::Result<()> {
+        for dir in ["volumes", "snapshots", "staged"] {
+            std::fs::create_dir_all(self.root.join(dir))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `id` is `<prefix><canonical uuid>`.
+fn valid_id(prefix: &str, id: &str) -> bool {
+    id.strip_prefix(prefix).is_some_and(|rest| {
+        uuid::Uuid::try_parse(rest).is_ok_and(|u| u.hyphenated().to_string() == rest)
+    })
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::now_v7())
+}
+
+/// Settings of the local backend.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Most bytes that may be provisioned to volumes in total; `None` = the file system's
+    /// free space is the only limit.
+    pub max_capacity: Option<u64>,
+}
+
+/// The local backend.
+pub struct LocalBackend {
+    layout: Layout,
+    store: Arc<Store>,
+    max_capacity: Option<u64>,
+}
+
+fn io_error(what: impl std::fmt::Display, error: std::io::Error) -> BackendError {
+    let kind = match error.raw_os_error() {
+        Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error() => ErrorKind::QuotaExceeded,
+        _ => ErrorKind::Internal,
+    };
+    BackendError::new(kind, format!("{what}: {error}"))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> BackendResult<T> + Send + 'static,
+) -> BackendResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BackendError::internal(format!("blocking task failed: {e}")))?
+}
+
+impl LocalBackend {
+    /// Opens the data directory, creating it if needed, and removes image files that no
+    /// committed record refers to (left by a crash between clone and commit).
+    pub fn open(config: LocalConfig) -> BackendResult<Self> {
+        let layout = Layout::new(&config.data_dir);
+        layout
+            .ensure_dirs()
+            .map_err(|e| io_error(format!("data directory {}", config.data_dir.display()), e))?;
+        let store = Store::open(&config.data_dir.join("meta.redb"))?;
+        let backend = Self {
+            layout,
+            store: Arc::new(store),
+            max_capacity: config.max_capacity,
+        };
+        backend.sweep_orphans()?;
+        Ok(backend)
+    }
+
+    /// The file layout (shared with the node service).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn sweep_orphans(&self) -> BackendResult<()> {
+        let volumes = self.store.volume_ids()?;
+        let snapshots = self.store.snapshot_ids()?;
+        for (dir, known) in [("volumes", volumes), ("snapshots", snapshots)] {
+            let dir = self.layout.root.join(dir);
+            let entries = std::fs::read_dir(&dir).map_err(|e| io_error(dir.display(), e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| io_error(dir.display(), e))?;
+                let file_name = entry.file_name();
+                let name = file_name.to_string_lossy();
+                let id = name.strip_suffix(".img").unwrap_or(&name);
+                if !known.contains(id) {
+                    tracing::warn!(path = %entry.path().display(), "removing orphan image left by an interrupted operation");
+                    std::fs::remove_file(entry.path())
+                        .map_err(|e| io_error(entry.path().display(), e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Mount points to freeze while cloning `volume_id`: its staging mount, if staged and
+    /// mounted on this machine.
+    async fn mounts_to_freeze(&self, volume_id: &str) -> BackendResult<Vec<PathBuf>> {
+        let Some(marker) = self.layout.staged_marker(volume_id) else {
+            return Ok(Vec::new());
+        };
+        let staged = match tokio::fs::read_to_string(&marker).await {
+            Ok(text) => PathBuf::from(text.trim()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(marker.display(), e)),
+        };
+        let mounted = crate::node::mount::is_mountpoint(&staged)
+            .await
+            .map_err(|e| BackendError::internal(e.to_string()))?;
+        Ok(if mounted { vec![staged] } else { Vec::new() })
+    }
+
+    /// Clones `src` to `dst`, freezing `freeze` around the clone.
+    async fn clone_image(
+        &self,
+        src: PathBuf,
+        dst: PathBuf,
+        freeze: Vec<PathBuf>,
+    ) -> BackendResult<()> {
+        let what = format!("clone {} to {}", src.display(), dst.display());
+        let work = move || clone::clone_file(&src, &dst);
+        let method = if freeze.is_empty() {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| BackendError::internal(format!("clone task failed: {e}")))?
+        } else {
+            crate::node::freeze::with_frozen(&freeze, work)
+                .await
+                .map_err(|e| BackendError::internal(e.to_string()))?
+        }
+        .map_err(|e| io_error(&what, e))?;
+        tracing::debug!(%what, ?method, "image cloned");
+        Ok(())
+    }
+
+    fn volume_path(&self, id: &str) -> BackendResult<PathBuf> {
+        self.layout
+            .volume_image(id)
+            .ok_or_else(|| BackendError::not_found(format!("volume {id} does not exist")))
+    }
+
+    fn snapshot_path(&self, id: &str) -> BackendResult<PathBuf> {
+        self.layout
+            .snapshot_image(id)
+            .ok_or_else(|| BackendError::not_found(format!("snapshot {id} does not exist")))
+    }
+
+    fn store(&self) -> Arc<Store> {
+        Arc::clone(&self.store)
+    }
+}
+
+fn to_volume(record: VolumeRecord) -> Volume {
+    Volume {
+        id: VolumeId::new(record.id),
+        name: record.name,
+        size_bytes: record.size_bytes,
+        source: record.source.map(|s| match s {
+            SourceRecord::Snapshot(id) => VolumeSource::Snapshot(SnapshotId::new(id)),
+            SourceRecord::Volume(id) => VolumeSource::Volume(VolumeId::new(id)),
+        }),
+        ready: true,
+    }
+}
+
+fn to_snapshot(record: SnapshotRecord) -> Snapshot {
+    let created_at = UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(record.created_secs).unwrap_or(0),
+            u32::try_from(record.created_nanos).unwrap_or(0),
+        );
+    Snapshot {
+        id: SnapshotId::new(record.id),
+        name: record.name,
+        source_volume_id: VolumeId::new(record.source_volume_id),
+        size_bytes: record.size_bytes,
+        created_at,
+        ready: true,
+    }
+}
+
+fn check_cursor(prefix: &str, cursor: Option<&str>) -> BackendResult<()> {
+    match cursor {
+        Some(c) if !valid_id(prefix, c) => Err(BackendError::new(
+            ErrorKind::InvalidCursor,
+            format!("{c:?} is not a position in this list"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            create_delete_volume: true,
+            create_delete_snapshot: true,
+            restore_snapshot: true,
+            clone_volume: true,
+            expand_volume: true,
+            get_capacity: true,
+            size_granularity_bytes: GRANULARITY,
+            node_local: true,
+        }
+    }
+
+    async fn health(&self) -> BackendResult<()> {
+        let store = self.store();
+        blocking(move || store.check()).await?;
+        let volumes = self.layout.root.join("volumes");
+        tokio::fs::metadata(&volumes)
+            .await
+            .map_err(|e| io_error(volumes.display(), e))?;
+        Ok(())
+    }
+
+    async fn available_capacity(&self) -> BackendResult<Option<u64>> {
+        let store = self.store();
+        let used = blocking(move || store.used_bytes()).await?;
+        let root = self.layout.root.clone();
+        let fs_free = crate::node::stats::fs_stats(&root)
+            .await
+            .map_err(|e| BackendError::internal(e.to_string()))?
+            .available_bytes;
+        Ok(Some(match self.max_capacity {
+            Some(max) => max.saturating_sub(used),
+            None => fs_free,
+        }))
+    }
+
+    async fn create_volume(&self, request: &CreateVolume) -> BackendResult<Volume> {
+        let id = new_id(VOLUME_PREFIX);
+        let path = self.volume_path(&id)?;
+        let size = request.size_bytes;
+        if let Some(max) = self.max_capacity {
+            let store = self.store();
+            let used = blocking(move || store.used_bytes()).await?;
+            if used.saturating_add(size) > max {
+                return Err(BackendError::new(
+                    ErrorKind::QuotaExceeded,
+                    format!(
+                        "local capacity exhausted: {used} of {max} bytes provisioned, \
+                         {size} more requested"
+                    ),
+                ));
+            }
+        }
+        let source = match &request.source {
+            None => {
+                let p = path.clone();
+                blocking(move || {
+                    clone::create_sparse(&p, size).map_err(|e| io_error(p.display(), e))
+                })
+                .await?;
+                None
+            }
+            Some(VolumeSource::Snapshot(snapshot)) => {
+                let src = self.snapshot_path(snapshot.as_str())?;
+                self.clone_image(src, path.clone(), Vec::new()).await?;
+                Some(SourceRecord::Snapshot(snapshot.to_string()))
+            }
+            Some(VolumeSource::Volume(volume)) => {
+                let src = self.volume_path(volume.as_str())?;
+                let freeze = self.mounts_to_freeze(volume.as_str()).await?;
+                self.clone_image(src, path.clone(), freeze).await?;
+                Some(SourceRecord::Volume(volume.to_string()))
+            }
+        };
+        let record = VolumeRecord {
+            id: id.clone(),
+            name: request.name.clone(),
+            size_bytes: size,
+            source,
+        };
+        let store = self.store();
+        let max = self.max_capacity;
+        let p = path.clone();
+        let committed = blocking(move || {
+            if record.source.is_some() {
+                clone::grow(&p, size).map_err(|e| io_error(p.display(), e))?;
+            }
+            store.insert_volume(&record, max)?;
+            Ok(record)
+        })
+        .await;
+        match committed {
+            Ok(record) => Ok(to_volume(record)),
+            Err(e) => {
+                // Nothing refers to the image yet: removing it keeps "no half object" true.
+                let _ = tokio::fs::remove_file(&path).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn get_volume(&self, id: &VolumeId) -> BackendResult<Option<Volume>> {
+        if !valid_id(VOLUME_PREFIX, id.as_str()) {
+            return Ok(None);
+        }
+        let store = self.store();
+        let id = id.to_string();
+        Ok(blocking(move || store.volume(&id)).await?.map(to_volume))
+    }
+
+    async fn find_volume_by_name(&self, name: &str) -> BackendResult<Option<Volume>> {
+        let store = self.store();
+        let name = name.to_owned();
+        Ok(blocking(move || store.volume_by_name(&name))
+            .await?
+            .map(to_volume))
+    }
+
+    async fn delete_volume(&self, id: &VolumeId) -> BackendResult<()> {
+        let Some(path) = self.layout.volume_image(id.as_str()) else {
+            return Ok(());
+        };
+        if let Some(marker) = self.layout.staged_marker(id.as_str())
+            && let Ok(staged) = tokio::fs::read_to_string(&marker).await
+        {
+            return Err(BackendError::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "volume {id} is still staged at {} on this node: unstage it first",
+                    staged.trim()
+                ),
+            ));
+        }
+        let store = self.store();
+        let key = id.to_string();
+        let removed = blocking(move || store.remove_volume(&key)).await?;
+        if removed.is_some() {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // The record is gone; the file is an orphan the next start sweeps.
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "image not removed"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn expand_volume(&self, id: &VolumeId, new_size_bytes: u64) -> BackendResult<u64> {
+        let path = self.volume_path(id.as_str())?;
+        let store = self.store();
+        let key = id.to_string();
+        let max = self.max_capacity;
+        blocking(move || {
+            // Record first: a crash after it leaves a file smaller than recorded, which the
+            // repeated expand call (the resizer repeats until success) grows.
+            store.resize_volume(&key, new_size_bytes, max)?;
+            clone::grow(&path, new_size_bytes).map_err(|e| io_error(path.display(), e))?;
+            Ok(new_size_bytes)
+        })
+        .await
+    }
+
+    async fn list_volumes(&self, page: &PageRequest) -> BackendResult<Page<Volume>> {
+        check_cursor(VOLUME_PREFIX, page.cursor.as_deref())?;
+        let store = self.store();
+        let (cursor, limit) = (page.cursor.clone(), page.max_entries);
+        let (items, more) = blocking(move || store.volumes_page(cursor.as_deref(), limit)).await?;
+        let next_cursor = more.then(|| items.last().map(|v| v.id.clone())).flatten();
+        Ok(Page {
+            items: items.into_iter().map(to_volume).collect(),
+            next_cursor,
+        })
+    }
+
+    async fn create_snapshot(&self, request: &CreateSnapshot) -> BackendResult<Snapshot> {
+        let source_id = request.source_volume_id.to_string();
+        let store = self.store();
+        let key = source_id.clone();
+        let Some(volume) = blocking(move || store.volume(&key)).await? else {
+            return Err(BackendError::not_found(format!(
+                "source volume {source_id} does not exist"
+            )));
+        };
+        let id = new_id(SNAPSHOT_PREFIX);
+        let path = self.snapshot_path(&id)?;
+        let src = self.volume_path(&source_id)?;
+        let freeze = self.mounts_to_freeze(&source_id).await?;
+        let created_at = SystemTime::now();
+        self.clone_image(src, path.clone(), freeze).await?;
+        let since_epoch = created_at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let record = SnapshotRecord {
+            id,
+            name: request.name.clone(),
+            source_volume_id: source_id,
+            size_bytes: volume.size_bytes,
+            created_secs: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+            created_nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
+        };
+        let store = self.store();
+        let committed = blocking(move || {
+            store.insert_snapshot(&record)?;
+            Ok(record)
+        })
+        .await;
+        match committed {
+            Ok(record) => Ok(to_snapshot(record)),
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn get_snapshot(&self, id: &SnapshotId) -> BackendResult<Option<Snapshot>> {
+        if !valid_id(SNAPSHOT_PREFIX, id.as_str()) {
+            return Ok(None);
+        }
+        let store = self.store();
+        let id = id.to_string();
+        Ok(blocking(move || store.snapshot(&id))
+            .await?
+            .map(to_snapshot))
+    }
+
+    async fn find_snapshot_by_name(&self, name: &str) -> BackendResult<Option<Snapshot>> {
+        let store = self.store();
+        let name = name.to_owned();
+        Ok(blocking(move || store.snapshot_by_name(&name))
+            .await?
+            .map(to_snapshot))
+    }
+
+    async fn delete_snapshot(&self, id: &SnapshotId) -> BackendResult<()> {
+        let Some(path) = self.layout.snapshot_image(id.as_str()) else {
+            return Ok(());
+        };
+        let store = self.store();
+        let key = id.to_string();
+        let removed = blocking(move || store.remove_snapshot(&key)).await?;
+        if removed.is_some() {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "image not removed"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_snapshots(
+        &self,
+        filter: &SnapshotFilter,
+        page: &PageRequest,
+    ) -> BackendResult<Page<Snapshot>> {
+        check_cursor(SNAPSHOT_PREFIX, page.cursor.as_deref())?;
+        let volume = match &filter.source_volume_id {
+            Some(v) if !valid_id(VOLUME_PREFIX, v.as_str()) => {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next_cursor: None,
+                });
+            }
+            other => other.as_ref().map(|v| v.to_string()),
+        };
+        let store = self.store();
+        let (cursor, limit) = (page.cursor.clone(), page.max_entries);
+        let (items, more) =
+            blocking(move || store.snapshots_page(volume.as_deref(), cursor.as_deref(), limit))
+                .await?;
+        let next_cursor = more.then(|| items.last().map(|s| s.id.clone())).flatten();
+        Ok(Page {
+            items: items.into_iter().map(to_snapshot).collect(),
+            next_cursor,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_must_be_canonical() {
+        let id = new_id(VOLUME_PREFIX);
+        assert!(valid_id(VOLUME_PREFIX, &id));
+        assert!(!valid_id(SNAPSHOT_PREFIX, &id));
+        assert!(!valid_id(VOLUME_PREFIX, "vol-../../etc/passwd"));
+        assert!(!valid_id(VOLUME_PREFIX, &id.to_uppercase()));
+        let layout = Layout::new("/data");
+        assert!(layout.volume_image("some-id").is_none());
+        assert_eq!(
+            layout.volume_image(&id),
+            Some(PathBuf::from(format!("/data/volumes/{id}.img")))
+        );
+    }
+}

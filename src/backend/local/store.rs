@@ -1,0 +1,430 @@
+//! The local backend's metadata: an embedded ACID store (redb).
+//!
+//! A record is committed only after its image file is complete and synced, in one transaction
+//! with its name index and the capacity counter. A crash at any point therefore leaves either
+//! no record (and at worst an orphan file, swept at the next start) or a complete one: never a
+//! half object that a name lookup could find.
+
+use crate::backend::{BackendError, BackendResult, ErrorKind};
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::ops::Bound;
+use std::path::Path;
+
+const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
+const VOLUME_NAMES: TableDefinition<&str, &str> = TableDefinition::new("volume_names");
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+const SNAPSHOT_NAMES: TableDefinition<&str, &str> = TableDefinition::new("snapshot_names");
+/// `"<volume id>/<snapshot id>"`, so the snapshots of one volume are one key range.
+const SNAPSHOTS_BY_VOLUME: TableDefinition<&str, ()> = TableDefinition::new("snapshots_by_volume");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const USED_BYTES: &str = "provisioned_bytes";
+
+/// Where a volume's content came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceRecord {
+    /// Restored from this snapshot id.
+    Snapshot(String),
+    /// Cloned from this volume id.
+    Volume(String),
+}
+
+/// A stored volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    /// Volume id (`vol-<uuid v7>`).
+    pub id: String,
+    /// CSI name.
+    pub name: String,
+    /// Provisioned size in bytes.
+    pub size_bytes: u64,
+    /// Content source.
+    pub source: Option<SourceRecord>,
+}
+
+/// A stored snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// Snapshot id (`snap-<uuid v7>`).
+    pub id: String,
+    /// CSI name.
+    pub name: String,
+    /// Volume it was cut from.
+    pub source_volume_id: String,
+    /// Size of the source volume when it was cut.
+    pub size_bytes: u64,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_secs: i64,
+    /// Creation time, nanoseconds part.
+    pub created_nanos: i32,
+}
+
+/// The metadata store.
+pub struct Store {
+    db: Database,
+}
+
+fn db_error(error: impl std::fmt::Display) -> BackendError {
+    BackendError::internal(format!("local metadata store: {error}"))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> BackendResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| db_error(format!("corrupt record: {e}")))
+}
+
+fn encode<T: Serialize>(record: &T) -> BackendResult<Vec<u8>> {
+    serde_json::to_vec(record).map_err(db_error)
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> BackendResult<Self> {
+        let db = Database::create(path).map_err(|e| {
+            BackendError::new(
+                ErrorKind::Unavailable,
+                format!("cannot open metadata store {}: {e}", path.display()),
+            )
+        })?;
+        let txn = db.begin_write().map_err(db_error)?;
+        {
+            txn.open_table(VOLUMES).map_err(db_error)?;
+            txn.open_table(VOLUME_NAMES).map_err(db_error)?;
+            txn.open_table(SNAPSHOTS).map_err(db_error)?;
+            txn.open_table(SNAPSHOT_NAMES).map_err(db_error)?;
+            txn.open_table(SNAPSHOTS_BY_VOLUME).map_err(db_error)?;
+            txn.open_table(COUNTERS).map_err(db_error)?;
+        }
+        txn.commit().map_err(db_error)?;
+        Ok(Self { db })
+    }
+
+    /// A read transaction that succeeds: the store answers.
+    pub fn check(&self) -> BackendResult<()> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        txn.open_table(COUNTERS).map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Bytes provisioned to volumes.
+    pub fn used_bytes(&self) -> BackendResult<u64> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(COUNTERS).map_err(db_error)?;
+        Ok(table
+            .get(USED_BYTES)
+            .map_err(db_error)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    /// The volume with this id.
+    pub fn volume(&self, id: &str) -> BackendResult<Option<VolumeRecord>> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(VOLUMES).map_err(db_error)?;
+        let found = table.get(id).map_err(db_error)?;
+        found.map(|v| decode(v.value())).transpose()
+    }
+
+    /// The volume with this CSI name.
+    pub fn volume_by_name(&self, name: &str) -> BackendResult<Option<VolumeRecord>> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let names = txn.open_table(VOLUME_NAMES).map_err(db_error)?;
+        let Some(id) = names.get(name).map_err(db_error)? else {
+            return Ok(None);
+        };
+        let table = txn.open_table(VOLUMES).map_err(db_error)?;
+        let found = table.get(id.value()).map_err(db_error)?;
+        found.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Commits a new volume if the name is free and the capacity allows it. `max_bytes` is the
+    /// provisioning limit (`None` = unlimited).
+    pub fn insert_volume(
+        &self,
+        record: &VolumeRecord,
+        max_bytes: Option<u64>,
+    ) -> BackendResult<()> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut names = txn.open_table(VOLUME_NAMES).map_err(db_error)?;
+            if names.get(record.name.as_str()).map_err(db_error)?.is_some() {
+                return Err(BackendError::new(
+                    ErrorKind::AlreadyExists,
+                    format!("volume name {:?} is taken", record.name),
+                ));
+            }
+            let mut counters = txn.open_table(COUNTERS).map_err(db_error)?;
+            let used = counters
+                .get(USED_BYTES)
+                .map_err(db_error)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let new_used = used.saturating_add(record.size_bytes);
+            check_capacity(used, new_used, max_bytes)?;
+            counters.insert(USED_BYTES, new_used).map_err(db_error)?;
+            names
+                .insert(record.name.as_str(), record.id.as_str())
+                .map_err(db_error)?;
+            let mut volumes = txn.open_table(VOLUMES).map_err(db_error)?;
+            volumes
+                .insert(record.id.as_str(), encode(record)?.as_slice())
+                .map_err(db_error)?;
+        }
+        txn.commit().map_err(db_error)
+    }
+
+    /// Records a new size for a volume, within the capacity limit.
+    pub fn resize_volume(
+        &self,
+        id: &str,
+        new_size: u64,
+        max_bytes: Option<u64>,
+    ) -> BackendResult<()> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut volumes = txn.open_table(VOLUMES).map_err(db_error)?;
+            let mut record: VolumeRecord = match volumes.get(id).map_err(db_error)? {
+                Some(v) => decode(v.value())?,
+                None => {
+                    return Err(BackendError::not_found(format!(
+                        "volume {id} does not exist"
+                    )));
+                }
+            };
+            let mut counters = txn.open_table(COUNTERS).map_err(db_error)?;
+            let used = counters
+                .get(USED_BYTES)
+                .map_err(db_error)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            let grown = new_size.saturating_sub(record.size_bytes);
+            let new_used = used.saturating_add(grown);
+            check_capacity(used, new_used, max_bytes)?;
+            counters.insert(USED_BYTES, new_used).map_err(db_error)?;
+            record.size_bytes = record.size_bytes.max(new_size);
+            volumes
+                .insert(id, encode(&record)?.as_slice())
+                .map_err(db_error)?;
+        }
+        txn.commit().map_err(db_error)
+    }
+
+    /// Removes a volume record; answers the removed record, if there was one.
+    pub fn remove_volume(&self, id: &str) -> BackendResult<Option<VolumeRecord>> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        let removed = {
+            let mut volumes = txn.open_table(VOLUMES).map_err(db_error)?;
+            let removed: Option<VolumeRecord> = match volumes.remove(id).map_err(db_error)? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            if let Some(record) = &removed {
+                let mut names = txn.open_table(VOLUME_NAMES).map_err(db_error)?;
+                names.remove(record.name.as_str()).map_err(db_error)?;
+                let mut counters = txn.open_table(COUNTERS).map_err(db_error)?;
+                let used = counters
+                    .get(USED_BYTES)
+                    .map_err(db_error)?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                counters
+                    .insert(USED_BYTES, used.saturating_sub(record.size_bytes))
+                    .map_err(db_error)?;
+            }
+            removed
+        };
+        txn.commit().map_err(db_error)?;
+        Ok(removed)
+    }
+
+    /// Up to `limit` volumes after `after` (exclusive), in id order (= creation order).
+    pub fn volumes_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BackendResult<(Vec<VolumeRecord>, bool)> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(VOLUMES).map_err(db_error)?;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut items = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        for entry in table
+            .range::<&str>((start, Bound::Unbounded))
+            .map_err(db_error)?
+        {
+            let (_, value) = entry.map_err(db_error)?;
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(decode(value.value())?);
+        }
+        Ok((items, more))
+    }
+
+    /// All volume ids (for the orphan sweep at start-up).
+    pub fn volume_ids(&self) -> BackendResult<std::collections::HashSet<String>> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(VOLUMES).map_err(db_error)?;
+        let mut ids = std::collections::HashSet::new();
+        for entry in table.iter().map_err(db_error)? {
+            let (key, _) = entry.map_err(db_error)?;
+            ids.insert(key.value().to_owned());
+        }
+        Ok(ids)
+    }
+
+    /// All snapshot ids (for the orphan sweep at start-up).
+    pub fn snapshot_ids(&self) -> BackendResult<std::collections::HashSet<String>> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+        let mut ids = std::collections::HashSet::new();
+        for entry in table.iter().map_err(db_error)? {
+            let (key, _) = entry.map_err(db_error)?;
+            ids.insert(key.value().to_owned());
+        }
+        Ok(ids)
+    }
+
+    /// The snapshot with this id.
+    pub fn snapshot(&self, id: &str) -> BackendResult<Option<SnapshotRecord>> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+        let found = table.get(id).map_err(db_error)?;
+        found.map(|v| decode(v.value())).transpose()
+    }
+
+    /// The snapshot with this CSI name.
+    pub fn snapshot_by_name(&self, name: &str) -> BackendResult<Option<SnapshotRecord>> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let names = txn.open_table(SNAPSHOT_NAMES).map_err(db_error)?;
+        let Some(id) = names.get(name).map_err(db_error)? else {
+            return Ok(None);
+        };
+        let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+        let found = table.get(id.value()).map_err(db_error)?;
+        found.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Commits a new snapshot if its name is free.
+    pub fn insert_snapshot(&self, record: &SnapshotRecord) -> BackendResult<()> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut names = txn.open_table(SNAPSHOT_NAMES).map_err(db_error)?;
+            if names.get(record.name.as_str()).map_err(db_error)?.is_some() {
+                return Err(BackendError::new(
+                    ErrorKind::AlreadyExists,
+                    format!("snapshot name {:?} is taken", record.name),
+                ));
+            }
+            names
+                .insert(record.name.as_str(), record.id.as_str())
+                .map_err(db_error)?;
+            let mut by_volume = txn.open_table(SNAPSHOTS_BY_VOLUME).map_err(db_error)?;
+            let key = format!("{}/{}", record.source_volume_id, record.id);
+            by_volume.insert(key.as_str(), ()).map_err(db_error)?;
+            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+            snapshots
+                .insert(record.id.as_str(), encode(record)?.as_slice())
+                .map_err(db_error)?;
+        }
+        txn.commit().map_err(db_error)
+    }
+
+    /// Removes a snapshot record; answers the removed record, if there was one.
+    pub fn remove_snapshot(&self, id: &str) -> BackendResult<Option<SnapshotRecord>> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        let removed = {
+            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+            let removed: Option<SnapshotRecord> = match snapshots.remove(id).map_err(db_error)? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            if let Some(record) = &removed {
+                let mut names = txn.open_table(SNAPSHOT_NAMES).map_err(db_error)?;
+                names.remove(record.name.as_str()).map_err(db_error)?;
+                let mut by_volume = txn.open_table(SNAPSHOTS_BY_VOLUME).map_err(db_error)?;
+                let key = format!("{}/{}", record.source_volume_id, record.id);
+                by_volume.remove(key.as_str()).map_err(db_error)?;
+            }
+            removed
+        };
+        txn.commit().map_err(db_error)?;
+        Ok(removed)
+    }
+
+    /// Up to `limit` snapshots after `after` (exclusive) in id order, optionally only those of
+    /// one volume. Reads only the page it answers, never the whole table.
+    pub fn snapshots_page(
+        &self,
+        volume: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BackendResult<(Vec<SnapshotRecord>, bool)> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+        let mut items = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        match volume {
+            None => {
+                let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+                for entry in snapshots
+                    .range::<&str>((start, Bound::Unbounded))
+                    .map_err(db_error)?
+                {
+                    let (_, value) = entry.map_err(db_error)?;
+                    if items.len() == limit {
+                        more = true;
+                        break;
+                    }
+                    items.push(decode(value.value())?);
+                }
+            }
+            Some(volume) => {
+                let by_volume = txn.open_table(SNAPSHOTS_BY_VOLUME).map_err(db_error)?;
+                let prefix = format!("{volume}/");
+                let start_key = match after {
+                    Some(after) => format!("{prefix}{after}"),
+                    None => prefix.clone(),
+                };
+                let start = if after.is_some() {
+                    Bound::Excluded(start_key.as_str())
+                } else {
+                    Bound::Included(start_key.as_str())
+                };
+                for entry in by_volume
+                    .range::<&str>((start, Bound::Unbounded))
+                    .map_err(db_error)?
+                {
+                    let (key, _) = entry.map_err(db_error)?;
+                    let Some(snapshot_id) = key.value().strip_prefix(&prefix) else {
+                        break;
+                    };
+                    if items.len() == limit {
+                        more = true;
+                        break;
+                    }
+                    if let Some(value) = snapshots.get(snapshot_id).map_err(db_error)? {
+                        items.push(decode(value.value())?);
+                    }
+                }
+            }
+        }
+        Ok((items, more))
+    }
+}
+
+fn check_capacity(used: u64, new_used: u64, max_bytes: Option<u64>) -> BackendResult<()> {
+    match max_bytes {
+        Some(max) if new_used > max => Err(BackendError::new(
+            ErrorKind::QuotaExceeded,
+            format!(
+                "local capacity exhausted: {} of {max} bytes provisioned, {} more requested \
+                 (raise --max-capacity or delete volumes)",
+                used,
+                new_used - used
+            ),
+        )),
+        _ => Ok(()),
+    }
+}

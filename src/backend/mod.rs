@@ -1,0 +1,162 @@
+//! The storage backend boundary.
+//!
+//! Every cloud (and the embedded local store) implements [`Backend`]. The trait is small on
+//! purpose: it speaks in typed records and plain cursors, and knows nothing about gRPC. The
+//! rules every backend shares — idempotency by name, the per-name in-flight guard, opaque page
+//! tokens, request validation — live above it, in `crate::ops` and `crate::csi`, once.
+
+pub mod conformance;
+pub mod local;
+pub mod memory;
+pub mod types;
+
+pub use types::{
+    Capabilities, CreateSnapshot, CreateVolume, Page, PageRequest, Snapshot, SnapshotFilter,
+    SnapshotId, Volume, VolumeId, VolumeSource,
+};
+
+use async_trait::async_trait;
+use std::fmt;
+
+/// What went wrong in a backend, sorted into the kinds every backend shares.
+///
+/// `crate::error` turns each kind into exactly one gRPC code; backends only sort their cloud's
+/// answers into kinds and keep the cloud's own words in `message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendError {
+    /// The shared kind, which decides the gRPC code.
+    pub kind: ErrorKind,
+    /// Whether repeating the same idempotent call may succeed.
+    pub retryable: bool,
+    /// A human message; never holds a secret.
+    pub message: String,
+}
+
+/// The kinds of backend failure. Adding one forces `crate::error` to decide its gRPC code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The object does not exist.
+    NotFound,
+    /// An object with that name exists and is not compatible with the request.
+    AlreadyExists,
+    /// The request cannot be valid for this backend (bad parameter, unsupported mode).
+    InvalidArgument,
+    /// The requested size cannot be provided by this backend at all.
+    OutOfRange,
+    /// Capacity or quota is used up; may succeed later.
+    QuotaExceeded,
+    /// The object is in a state that forbids the call (in use, has dependents, error state).
+    FailedPrecondition,
+    /// Another operation on the same object is running.
+    Conflict,
+    /// A page cursor the backend no longer (or never did) recognise.
+    InvalidCursor,
+    /// The backend could not be reached or answered with a transient error.
+    Unavailable,
+    /// Credentials were refused.
+    Unauthorized,
+    /// Credentials were accepted but may not do this.
+    PermissionDenied,
+    /// The operation is not supported by this backend.
+    Unsupported,
+    /// Anything else: a bug or an answer we cannot interpret.
+    Internal,
+}
+
+impl BackendError {
+    /// An error of `kind` with the default retry hint for that kind.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let retryable = matches!(
+            kind,
+            ErrorKind::Unavailable | ErrorKind::Conflict | ErrorKind::QuotaExceeded
+        );
+        Self {
+            kind,
+            retryable,
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`ErrorKind::NotFound`].
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Internal`].
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+/// Result of a backend call.
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// A storage backend: where volumes and snapshots live.
+///
+/// Contract shared by every implementation (checked by [`conformance`]):
+/// - `get_*` and `find_*_by_name` answer `Ok(None)` for a missing object, never an error;
+/// - `delete_*` of a missing object is `Ok(())`;
+/// - `create_*` may assume the caller already looked the name up and holds the name's
+///   in-flight guard; it must store the name with the object (as the cloud's name or a tag) so
+///   that a later `find_*_by_name` finds it even after a restart;
+/// - list calls return at most `page.max_entries` items and a cursor that resumes right after
+///   the last item returned, in a stable order.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Short backend kind, e.g. `local`; used in logs and metrics.
+    fn kind(&self) -> &'static str;
+
+    /// What this backend can do; the CSI capabilities advertised are derived from it.
+    fn capabilities(&self) -> Capabilities;
+
+    /// A cheap check that the backend can serve requests (used by CSI Probe).
+    async fn health(&self) -> BackendResult<()>;
+
+    /// Free capacity in bytes, if the backend knows it.
+    async fn available_capacity(&self) -> BackendResult<Option<u64>>;
+
+    /// Creates a volume, empty or from a source.
+    async fn create_volume(&self, request: &CreateVolume) -> BackendResult<Volume>;
+
+    /// The volume with this id, if any.
+    async fn get_volume(&self, id: &VolumeId) -> BackendResult<Option<Volume>>;
+
+    /// The volume created with this CSI name, if any.
+    async fn find_volume_by_name(&self, name: &str) -> BackendResult<Option<Volume>>;
+
+    /// Deletes a volume; missing is success.
+    async fn delete_volume(&self, id: &VolumeId) -> BackendResult<()>;
+
+    /// Grows a volume to at least `new_size_bytes`; returns the new size.
+    async fn expand_volume(&self, id: &VolumeId, new_size_bytes: u64) -> BackendResult<u64>;
+
+    /// One page of volumes.
+    async fn list_volumes(&self, page: &PageRequest) -> BackendResult<Page<Volume>>;
+
+    /// Creates a snapshot of a volume.
+    async fn create_snapshot(&self, request: &CreateSnapshot) -> BackendResult<Snapshot>;
+
+    /// The snapshot with this id, if any.
+    async fn get_snapshot(&self, id: &SnapshotId) -> BackendResult<Option<Snapshot>>;
+
+    /// The snapshot created with this CSI name, if any.
+    async fn find_snapshot_by_name(&self, name: &str) -> BackendResult<Option<Snapshot>>;
+
+    /// Deletes a snapshot; missing is success.
+    async fn delete_snapshot(&self, id: &SnapshotId) -> BackendResult<()>;
+
+    /// One page of snapshots matching `filter`.
+    async fn list_snapshots(
+        &self,
+        filter: &SnapshotFilter,
+        page: &PageRequest,
+    ) -> BackendResult<Page<Snapshot>>;
+}

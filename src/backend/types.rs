@@ -1,0 +1,152 @@
+//! Typed records that cross the backend boundary.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::SystemTime;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps an id the backend issued (or a caller passed; backends check the form).
+            pub fn new(id: impl Into<String>) -> Self {
+                Self(id.into())
+            }
+
+            /// The id as the CSI wire carries it.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A backend volume id (the CSI `volume_id`).
+    VolumeId
+);
+id_type!(
+    /// A backend snapshot id (the CSI `snapshot_id`).
+    SnapshotId
+);
+
+/// What a backend can do. The CSI capabilities advertised are derived from this, so a
+/// capability is advertised exactly when the backend implements it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Volumes can be created and deleted.
+    pub create_delete_volume: bool,
+    /// Snapshots can be created and deleted.
+    pub create_delete_snapshot: bool,
+    /// A volume can be created from a snapshot.
+    pub restore_snapshot: bool,
+    /// A volume can be created as a copy of another volume.
+    pub clone_volume: bool,
+    /// A volume can be grown.
+    pub expand_volume: bool,
+    /// Free capacity is known.
+    pub get_capacity: bool,
+    /// Volume sizes are rounded up to this many bytes (1 GiB for most clouds).
+    pub size_granularity_bytes: u64,
+    /// Whether volumes live on one node (topology = that node) rather than in a cloud zone.
+    pub node_local: bool,
+}
+
+/// Where a new volume's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// Restore of a snapshot.
+    Snapshot(SnapshotId),
+    /// Clone of a volume.
+    Volume(VolumeId),
+}
+
+/// A request to create a volume. Sizes are already rounded and checked by the caller.
+#[derive(Debug, Clone)]
+pub struct CreateVolume {
+    /// The CSI name (idempotency key).
+    pub name: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Optional content source.
+    pub source: Option<VolumeSource>,
+    /// StorageClass parameters, minus the ones the driver consumed itself.
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// A volume as the backend knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// Backend id.
+    pub id: VolumeId,
+    /// CSI name it was created with.
+    pub name: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Content source it was created from.
+    pub source: Option<VolumeSource>,
+    /// Whether the volume can be used yet (clouds create asynchronously).
+    pub ready: bool,
+}
+
+/// A request to create a snapshot.
+#[derive(Debug, Clone)]
+pub struct CreateSnapshot {
+    /// The CSI name (idempotency key).
+    pub name: String,
+    /// The volume to snapshot.
+    pub source_volume_id: VolumeId,
+    /// VolumeSnapshotClass parameters, minus the ones the driver consumed itself.
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// A snapshot as the backend knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Backend id.
+    pub id: SnapshotId,
+    /// CSI name it was created with.
+    pub name: String,
+    /// The volume it was cut from.
+    pub source_volume_id: VolumeId,
+    /// Size in bytes (the minimum size of a volume restored from it).
+    pub size_bytes: u64,
+    /// When the point-in-time copy was taken.
+    pub created_at: SystemTime,
+    /// Whether it can be used as a volume source yet.
+    pub ready: bool,
+}
+
+/// Which snapshots a list call wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotFilter {
+    /// Only snapshots of this volume.
+    pub source_volume_id: Option<VolumeId>,
+}
+
+/// A page request: resume after `cursor`, return at most `max_entries`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Backend cursor from the previous page, `None` for the first page.
+    pub cursor: Option<String>,
+    /// Upper bound on the items returned; always at least 1.
+    pub max_entries: usize,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items, in the backend's stable order.
+    pub items: Vec<T>,
+    /// Cursor for the next page; `None` when this is the last.
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,33 @@
+//! The gRPC surface: the CSI Identity, Controller and Node services.
+
+pub mod controller;
+pub mod convert;
+pub mod identity;
+pub mod node;
+pub mod validate;
+
+use crate::error::{Error, Result};
+use tonic::{Response, Status};
+
+/// Turns a call's result into its gRPC answer, logging every error once, on our side, with
+/// the code the sidecar will see.
+pub(crate) fn answer<T>(
+    rpc: &'static str,
+    result: Result<T>,
+) -> std::result::Result<Response<T>, Status> {
+    match result {
+        Ok(message) => Ok(Response::new(message)),
+        Err(error) => {
+            let status = Status::from(error);
+            tracing::warn!(rpc, code = ?status.code(), message = status.message(), "request failed");
+            Err(status)
+        }
+    }
+}
+
+/// The answer of an RPC whose capability this driver never advertises.
+pub(crate) fn not_offered<T>(rpc: &'static str) -> Result<T> {
+    Err(Error::Unsupported(format!(
+        "{rpc} is not offered: its capability is not advertised"
+    )))
+}

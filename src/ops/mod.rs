@@ -1,0 +1,312 @@
+//! The rules every backend shares, applied once above the [`Backend`] trait: idempotency by
+//! name, the per-key in-flight guard and opaque pagination.
+//!
+//! The backend — not this process's memory — is the source of truth for names, so a restart
+//! between a create and its answer never produces a second object: the repeated call finds the
+//! first one by name.
+
+pub mod inflight;
+pub mod token;
+
+use crate::backend::{
+    Backend, CreateSnapshot, CreateVolume, ErrorKind, Page, PageRequest, Snapshot, SnapshotFilter,
+    SnapshotId, Volume, VolumeId, VolumeSource,
+};
+use crate::error::{Error, Result};
+use inflight::{Held, InFlight};
+use std::sync::Arc;
+
+/// Largest page a list call returns, whatever `max_entries` says (0 means "driver decides").
+pub const MAX_PAGE: usize = 1000;
+
+/// The requested size of a new volume, as CSI's `capacity_range` gives it (0 = unset).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SizeRange {
+    /// `required_bytes`: the volume must be at least this big.
+    pub required: u64,
+    /// `limit_bytes`: the volume must be at most this big.
+    pub limit: u64,
+}
+
+impl SizeRange {
+    /// Whether a volume of `size` bytes satisfies the range.
+    pub fn admits(&self, size: u64) -> bool {
+        size >= self.required && (self.limit == 0 || size <= self.limit)
+    }
+}
+
+/// Idempotent, guarded operations over one backend.
+#[derive(Clone)]
+pub struct Ops {
+    backend: Arc<dyn Backend>,
+    inflight: InFlight,
+    default_volume_size: u64,
+}
+
+impl Ops {
+    /// Wraps a backend; `default_volume_size` is used when a request gives no size.
+    pub fn new(backend: Arc<dyn Backend>, default_volume_size: u64) -> Self {
+        Self {
+            backend,
+            inflight: InFlight::default(),
+            default_volume_size,
+        }
+    }
+
+    /// The backend underneath.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Operations in flight right now.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    fn hold(&self, key: String) -> Result<Held> {
+        self.inflight
+            .try_hold(key.clone())
+            .ok_or(Error::InFlight(key))
+    }
+
+    /// CreateSnapshot: the existing snapshot of that name if it has the same source,
+    /// ALREADY_EXISTS if it has another, otherwise a new snapshot.
+    pub async fn create_snapshot(&self, request: CreateSnapshot) -> Result<Snapshot> {
+        let _held = self.hold(format!("snapshot name {}", request.name))?;
+        if let Some(existing) = self.backend.find_snapshot_by_name(&request.name).await? {
+            if existing.source_volume_id == request.source_volume_id {
+                return Ok(existing);
+            }
+            return Err(Error::AlreadyExists(format!(
+                "name: snapshot {:?} already exists as {} of volume {}, not of volume {}",
+                request.name, existing.id, existing.source_volume_id, request.source_volume_id
+            )));
+        }
+        if self
+            .backend
+            .get_volume(&request.source_volume_id)
+            .await?
+            .is_none()
+        {
+            return Err(Error::NotFound {
+                what: "source volume",
+                id: request.source_volume_id.to_string(),
+            });
+        }
+        Ok(self.backend.create_snapshot(&request).await?)
+    }
+
+    /// DeleteSnapshot: success also when the snapshot is already gone.
+    pub async fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        let _held = self.hold(format!("snapshot {id}"))?;
+        Ok(self.backend.delete_snapshot(id).await?)
+    }
+
+    /// GetSnapshot: NOT_FOUND when missing.
+    pub async fn get_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        self.backend
+            .get_snapshot(id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "snapshot",
+                id: id.to_string(),
+            })
+    }
+
+    /// ListSnapshots, one page. A `snapshot_id` filter is answered by a direct lookup.
+    pub async fn list_snapshots(
+        &self,
+        snapshot_id: Option<&SnapshotId>,
+        filter: &SnapshotFilter,
+        max_entries: i32,
+        starting_token: &str,
+    ) -> Result<(Vec<Snapshot>, String)> {
+        let page = page_request(max_entries, starting_token)?;
+        if let Some(id) = snapshot_id {
+            // CSI: a snapshot_id that matches nothing is an empty answer, not NOT_FOUND.
+            let found = self.backend.get_snapshot(id).await?;
+            let matching = found.into_iter().filter(|s| {
+                filter
+                    .source_volume_id
+                    .as_ref()
+                    .is_none_or(|v| &s.source_volume_id == v)
+            });
+            return Ok((matching.collect(), String::new()));
+        }
+        let result = self.backend.list_snapshots(filter, &page).await;
+        Ok(wrap_page(result.map_err(cursor_error)?))
+    }
+
+    /// CreateVolume with idempotency by name. `size` is the caller's range; `granularity` is
+    /// applied by rounding up.
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        size: SizeRange,
+        source: Option<VolumeSource>,
+        parameters: std::collections::BTreeMap<String, String>,
+        min_size: u64,
+    ) -> Result<Volume> {
+        let _held = self.hold(format!("volume name {name}"))?;
+        if let Some(existing) = self.backend.find_volume_by_name(name).await? {
+            if existing.source == source && size.admits(existing.size_bytes) {
+                return Ok(existing);
+            }
+            return Err(Error::AlreadyExists(format!(
+                "name: volume {name:?} already exists as {} with size {} and source {:?}, \
+                 incompatible with this request",
+                existing.id, existing.size_bytes, existing.source
+            )));
+        }
+        let source_size = match &source {
+            None => None,
+            Some(VolumeSource::Snapshot(id)) => {
+                let snapshot =
+                    self.backend
+                        .get_snapshot(id)
+                        .await?
+                        .ok_or_else(|| Error::NotFound {
+                            what: "source snapshot",
+                            id: id.to_string(),
+                        })?;
+                if !snapshot.ready {
+                    return Err(Error::Backend(crate::backend::BackendError::new(
+                        ErrorKind::Unavailable,
+                        format!("source snapshot {id} is not ready yet"),
+                    )));
+                }
+                Some(snapshot.size_bytes)
+            }
+            Some(VolumeSource::Volume(id)) => {
+                let volume = self
+                    .backend
+                    .get_volume(id)
+                    .await?
+                    .ok_or_else(|| Error::NotFound {
+                        what: "source volume",
+                        id: id.to_string(),
+                    })?;
+                Some(volume.size_bytes)
+            }
+        };
+        let size_bytes = self.choose_size(size, source_size, min_size)?;
+        let request = CreateVolume {
+            name: name.to_owned(),
+            size_bytes,
+            source,
+            parameters,
+        };
+        Ok(self.backend.create_volume(&request).await?)
+    }
+
+    fn choose_size(&self, range: SizeRange, source_size: Option<u64>, min: u64) -> Result<u64> {
+        let granularity = self.backend.capabilities().size_granularity_bytes.max(1);
+        if let Some(source) = source_size
+            && range.limit != 0
+            && range.limit < source
+        {
+            return Err(Error::OutOfRange(format!(
+                "capacity_range.limit_bytes {} is smaller than the source ({source} bytes)",
+                range.limit
+            )));
+        }
+        let wanted = if range.required > 0 {
+            range.required
+        } else if range.limit > 0 {
+            range.limit.min(self.default_volume_size)
+        } else {
+            self.default_volume_size
+        };
+        let wanted = wanted.max(source_size.unwrap_or(0)).max(min);
+        let rounded = wanted
+            .div_ceil(granularity)
+            .checked_mul(granularity)
+            .ok_or_else(|| Error::OutOfRange(format!("capacity {wanted} bytes is too large")))?;
+        if range.limit != 0 && rounded > range.limit {
+            return Err(Error::OutOfRange(format!(
+                "capacity_range: {wanted} bytes rounded up to the backend's granularity of \
+                 {granularity} bytes (and the file system minimum of {min}) is {rounded}, \
+                 above limit_bytes {}",
+                range.limit
+            )));
+        }
+        Ok(rounded)
+    }
+
+    /// DeleteVolume: success also when the volume is already gone.
+    pub async fn delete_volume(&self, id: &VolumeId) -> Result<()> {
+        let _held = self.hold(format!("volume {id}"))?;
+        Ok(self.backend.delete_volume(id).await?)
+    }
+
+    /// The volume with this id, NOT_FOUND when missing.
+    pub async fn get_volume(&self, id: &VolumeId) -> Result<Volume> {
+        self.backend
+            .get_volume(id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "volume",
+                id: id.to_string(),
+            })
+    }
+
+    /// ControllerExpandVolume: grows to at least `required`; a volume already that big is
+    /// left alone (idempotent).
+    pub async fn expand_volume(&self, id: &VolumeId, range: SizeRange) -> Result<u64> {
+        let _held = self.hold(format!("volume {id}"))?;
+        let volume = self.get_volume(id).await?;
+        if volume.size_bytes >= range.required {
+            return Ok(volume.size_bytes);
+        }
+        let granularity = self.backend.capabilities().size_granularity_bytes.max(1);
+        let target = range.required.div_ceil(granularity) * granularity;
+        if range.limit != 0 && target > range.limit {
+            return Err(Error::OutOfRange(format!(
+                "capacity_range: {} bytes rounded up to {target} is above limit_bytes {}",
+                range.required, range.limit
+            )));
+        }
+        Ok(self.backend.expand_volume(id, target).await?)
+    }
+
+    /// ListVolumes, one page.
+    pub async fn list_volumes(
+        &self,
+        max_entries: i32,
+        starting_token: &str,
+    ) -> Result<(Vec<Volume>, String)> {
+        let page = page_request(max_entries, starting_token)?;
+        let result = self.backend.list_volumes(&page).await;
+        Ok(wrap_page(result.map_err(cursor_error)?))
+    }
+}
+
+fn page_request(max_entries: i32, starting_token: &str) -> Result<PageRequest> {
+    let max_entries = match usize::try_from(max_entries) {
+        Ok(0) => MAX_PAGE,
+        Ok(n) => n.min(MAX_PAGE),
+        Err(_) => {
+            return Err(Error::invalid(
+                "max_entries",
+                format!("must not be negative, got {max_entries}"),
+            ));
+        }
+    };
+    Ok(PageRequest {
+        cursor: token::decode(starting_token)?,
+        max_entries,
+    })
+}
+
+fn wrap_page<T>(page: Page<T>) -> (Vec<T>, String) {
+    let next = page.next_cursor.as_deref().map(token::encode);
+    (page.items, next.unwrap_or_default())
+}
+
+fn cursor_error(error: crate::backend::BackendError) -> Error {
+    if error.kind == ErrorKind::InvalidCursor {
+        Error::BadToken(error.message)
+    } else {
+        Error::Backend(error)
+    }
+}

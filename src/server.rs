@@ -1,0 +1,172 @@
+//! Builds the backend and services from the configuration and serves them over gRPC.
+
+use crate::backend::Backend;
+use crate::backend::local::{LocalBackend, LocalConfig};
+use crate::backend::memory::MemoryBackend;
+use crate::config::{BackendKind, Endpoint, Mode, ServeArgs};
+use crate::csi::controller::ControllerService;
+use crate::csi::identity::IdentityService;
+use crate::csi::node::NodeService;
+use crate::ops::Ops;
+use crate::proto::controller_server::ControllerServer;
+use crate::proto::identity_server::IdentityServer;
+use crate::proto::node_server::NodeServer;
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+
+/// A failure to start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The backend could not be opened.
+    #[error("backend: {0}")]
+    Backend(#[from] crate::backend::BackendError),
+    /// The endpoint could not be bound.
+    #[error("endpoint {endpoint}: {message}")]
+    Endpoint {
+        /// The endpoint.
+        endpoint: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// This host's name, the default node id.
+pub fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Opens the configured backend.
+pub fn open_backend(args: &ServeArgs) -> Result<Arc<dyn Backend>, ServeError> {
+    Ok(match args.backend {
+        BackendKind::Local => Arc::new(LocalBackend::open(LocalConfig {
+            data_dir: args.data_dir.clone(),
+            max_capacity: args.max_capacity,
+        })?),
+        BackendKind::Memory => Arc::new(MemoryBackend::new(args.max_capacity)),
+    })
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let node_id = args.node_id.clone().unwrap_or_else(hostname);
+    let serves_controller = args.mode != Mode::Node;
+    let serves_node = args.mode != Mode::Controller;
+    // The node plugin needs no metadata store, so a node-only process never opens one: the
+    // controller process may hold it on the same data directory.
+    let backend = if serves_controller {
+        Some(open_backend(&args)?)
+    } else {
+        None
+    };
+    let layout = (args.backend == BackendKind::Local)
+        .then(|| crate::backend::local::Layout::new(&args.data_dir));
+    let ops = backend
+        .as_ref()
+        .map(|b| Ops::new(Arc::clone(b), args.default_volume_size));
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let request_ids = Arc::new(AtomicU64::new(0));
+    let mut router = tonic::transport::Server::builder()
+        .trace_fn(move |request| {
+            let id = request_ids.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::info_span!("rpc", rpc = %request.uri().path(), request_id = id)
+        })
+        .add_service(reflection)
+        .add_service(IdentityServer::new(IdentityService::new(
+            args.driver_name.clone(),
+            backend.clone(),
+            layout.clone().filter(|_| serves_node),
+        )));
+    if let Some(ops) = ops {
+        router = router.add_service(ControllerServer::new(ControllerService::new(
+            ops,
+            node_id.clone(),
+        )));
+    }
+    if serves_node {
+        router = router.add_service(NodeServer::new(NodeService::new(node_id.clone(), layout)));
+    }
+
+    tracing::info!(
+        endpoint = %args.endpoint,
+        driver = %args.driver_name,
+        backend = ?args.backend,
+        mode = ?args.mode,
+        node_id = %node_id,
+        version = env!("CARGO_PKG_VERSION"),
+        "serving CSI"
+    );
+    match &args.endpoint {
+        Endpoint::Unix(path) => {
+            let listener =
+                bind_unix(path, args.socket_mode).map_err(|message| ServeError::Endpoint {
+                    endpoint: args.endpoint.to_string(),
+                    message,
+                })?;
+            let result = router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+                .await;
+            let _ = std::fs::remove_file(path);
+            result?;
+        }
+        Endpoint::Tcp(addr) => {
+            tracing::warn!(%addr, "serving CSI over TCP: anyone who can reach this port can manage volumes");
+            let listener =
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| ServeError::Endpoint {
+                        endpoint: args.endpoint.to_string(),
+                        message: e.to_string(),
+                    })?;
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await?;
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds a unix socket, replacing a stale socket file (one nobody listens on) but never a
+/// live socket or a file that is not a socket.
+fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListener, String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err("another process is serving on this socket".to_owned());
+            }
+            std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket: {e}"))?;
+        }
+        Ok(_) => {
+            return Err("the path exists and is not a socket; refusing to replace it".to_owned());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set socket mode {mode:o}: {e}"))?;
+    Ok(listener)
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The whole snapcsi test suite, from a fresh machine:
+#
+#     tests/run.sh
+#
+# Phases, each timed:
+#   prereqs  tests/tools/install-prereqs.sh (Debian packages, csi-sanity)
+#   fmt      cargo fmt --all -- --check
+#   clippy   cargo clippy --all-targets -- -D warnings
+#   test     cargo test   (unit, integration and doc tests)
+#   build    cargo build  (the debug binary csi-sanity drives)
+#   sanity   tests/csi-sanity.sh (csi-sanity, mount and block access types)
+#
+# A failing fmt, clippy or test phase does not stop the later ones, so one run
+# reports everything; a failing prereqs phase stops the run, and a failing
+# build skips sanity. Exits 0 only if every phase passed. Must run as root:
+# the node service attaches loop devices and mounts filesystems.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+# shellcheck source=tests/tools/env.sh
+source "$root/tests/tools/env.sh"
+
+if ((EUID != 0)); then
+    echo "tests/run.sh: must run as root (loop devices and mounts); try: sudo tests/run.sh" >&2
+    exit 1
+fi
+command -v cargo >/dev/null 2>&1 || { echo "tests/run.sh: cargo not found on PATH" >&2; exit 1; }
+
+logs=$(mktemp -d "${TMPDIR:-/tmp}/snapcsi-run.XXXXXX")
+trap 'rm -rf "$logs"' EXIT
+
+names=() times=() states=()
+failed=0
+
+# phase NAME COMMAND... : runs COMMAND with its output shown and saved to
+# $logs/NAME.log, and records how long it took and whether it passed.
+phase() {
+    local name=$1; shift
+    local start=$SECONDS rc=0
+    echo
+    echo ">> phase $name: $*"
+    "$@" 2>&1 | tee "$logs/$name.log" || rc=$?
+    local took=$((SECONDS - start))
+    names+=("$name") times+=("$took")
+    if ((rc == 0)); then
+        states+=("ok")
+        echo "== phase $name: ${took}s"
+    else
+        states+=("FAILED (exit $rc)")
+        echo "== phase $name: ${took}s FAILED (exit $rc)"
+        failed=1
+    fi
+    return "$rc"
+}
+
+skip() {
+    names+=("$1") times+=("-") states+=("skipped: $2")
+    echo
+    echo "== phase $1: skipped ($2)"
+}
+
+summary() {
+    echo
+    echo "== summary"
+    local i t
+    for i in "${!names[@]}"; do
+        t=${times[$i]}
+        [[ $t == - ]] || t=${t}s
+        printf '   %-8s %6s  %s\n' "${names[$i]}" "$t" "${states[$i]}"
+    done
+    printf '   %-8s %6s\n' total "$((SECONDS - run_start))s"
+}
+
+# Adds up what the test runners reported: cargo's "test result:" lines and
+# csi-sanity.sh's closing "csi-sanity: N passed, N failed, N skipped" line.
+count_tests() {
+    local p=0 f=0 s=0 line
+    if [[ -f $logs/test.log ]]; then
+        while read -r line; do
+            [[ $line =~ ([0-9]+)\ passed\;\ ([0-9]+)\ failed\;\ ([0-9]+)\ ignored ]] || continue
+            p=$((p + BASH_REMATCH[1])) f=$((f + BASH_REMATCH[2])) s=$((s + BASH_REMATCH[3]))
+        done < <(grep -E '^test result: ' "$logs/test.log" || true)
+    fi
+    if [[ -f $logs/sanity.log ]]; then
+        line=$(grep -E '^csi-sanity: [0-9]+ passed, [0-9]+ failed' "$logs/sanity.log" | tail -n 1 || true)
+        if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped ]]; then
+            p=$((p + BASH_REMATCH[1])) f=$((f + BASH_REMATCH[2])) s=$((s + BASH_REMATCH[3]))
+        fi
+    fi
+    # A phase that failed without a failing test (build error, fmt, clippy,
+    # crash) must not read as "0 failed".
+    if ((failed && f == 0)); then
+        local i
+        for i in "${!states[@]}"; do
+            [[ ${states[$i]} != FAILED* ]] || f=$((f + 1))
+        done
+    fi
+    echo "tests: $p passed, $f failed, $s skipped"
+}
+
+run_start=$SECONDS
+echo "tests/run.sh in $root on $(uname -sr), $(nproc) cores; CI=${CI:-}"
+
+if ! phase prereqs "$root/tests/tools/install-prereqs.sh"; then
+    summary
+    echo "tests/run.sh: prerequisites could not be installed; stopping" >&2
+    exit 1
+fi
+echo "cargo: $(cargo --version); rustc: $(rustc --version)"
+
+phase fmt cargo fmt --all -- --check || true
+phase clippy cargo clippy --all-targets -- -D warnings || true
+phase test cargo test || true
+if phase build cargo build; then
+    phase sanity env SNAPCSI_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/snapcsi" \
+        "$root/tests/csi-sanity.sh" || true
+else
+    skip sanity "build failed"
+fi
+
+summary
+if ((failed)); then
+    echo "tests/run.sh: FAILED"
+else
+    echo "tests/run.sh: all phases passed"
+fi
+# The plain closing line: every test and spec that ran, over cargo test and
+# both csi-sanity runs.
+count_tests
+exit "$failed"
