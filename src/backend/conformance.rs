@@ -486,15 +486,3 @@ async fn missing_objects(ops: &Ops) -> Check {
         "list by a missing id is not empty".into()
     })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::memory::MemoryBackend;
-
-    #[tokio::test]
-    async fn memory_backend_conforms() {
-        let result = run(Arc::new(MemoryBackend::new(None)), "mem").await;
-        assert_eq!(result, Ok(9));
-    }
-}

@@ -156,7 +156,8 @@ pub async fn grow_fs(device: &Path, mount_point: &Path, fstype: &str) -> Result<
                 "resize2fs",
                 [device.as_os_str()],
             )
-            .await?;
+            .await
+            .map_err(explain_resize_permission)?;
         }
         "xfs" => {
             // xfs_growfs acts on the mounted filesystem, not the device.
@@ -172,6 +173,18 @@ pub async fn grow_fs(device: &Path, mount_point: &Path, fstype: &str) -> Result<
     }
     tracing::info!(device = %device.display(), mount_point = %mount_point.display(), fstype, "grew filesystem");
     Ok(())
+}
+
+/// The kernel refuses online ext4 resizing to callers without
+/// CAP_SYS_RESOURCE, even root; resize2fs only says "Permission denied",
+/// which sends operators looking at file permissions instead.
+fn explain_resize_permission(mut e: NodeError) -> NodeError {
+    if e.message.contains("Permission denied to resize") {
+        e.message
+            .push_str(" (online ext4 resize needs the CAP_SYS_RESOURCE capability)");
+        e.kind = io::ErrorKind::PermissionDenied;
+    }
+    e
 }
 
 #[cfg(test)]

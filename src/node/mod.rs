@@ -11,6 +11,10 @@ pub mod loopdev;
 pub mod mount;
 pub mod stats;
 
+pub use freeze::{FrozenGuard, with_frozen};
+pub use mount::MountEntry;
+pub use stats::FsStats;
+
 use std::ffi::OsStr;
 use std::fmt::Display;
 use std::io;

@@ -22,6 +22,10 @@ const COPY_CHUNK: u64 = 1 << 30;
 /// Buffer for the read/write fallback.
 const RW_BUFFER: usize = 1 << 20;
 
+/// Granularity at which the fallback copy looks for zero runs to leave as
+/// holes: the usual filesystem block size.
+const ZERO_CHECK_BLOCK: usize = 4096;
+
 /// How a clone was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloneMethod {
@@ -207,16 +211,35 @@ impl RangeCopier {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            let chunk = &self.buffer[..n];
-            // dst is new and reads as zeros: skipping zero blocks keeps
-            // allocated-but-zero source ranges sparse in the copy.
-            if chunk.iter().any(|&b| b != 0) {
-                dst.write_all_at(chunk, pos)?;
-            }
+            write_non_zero(dst, &self.buffer[..n], pos)?;
             pos += n as u64;
         }
         Ok(())
     }
+}
+
+/// Writes `chunk` at `pos`, skipping blocks that are all zeros: `dst` is new
+/// and already reads as zeros there, and leaving them unwritten keeps
+/// allocated-but-zero source ranges sparse in the copy.
+fn write_non_zero(dst: &File, chunk: &[u8], pos: u64) -> io::Result<()> {
+    let mut run_start: Option<usize> = None;
+    let mut offset = 0;
+    for block in chunk.chunks(ZERO_CHECK_BLOCK) {
+        let zero = block.iter().all(|&b| b == 0);
+        match (zero, run_start) {
+            (false, None) => run_start = Some(offset),
+            (true, Some(start)) => {
+                dst.write_all_at(&chunk[start..offset], pos + start as u64)?;
+                run_start = None;
+            }
+            _ => {}
+        }
+        offset += block.len();
+    }
+    if let Some(start) = run_start {
+        dst.write_all_at(&chunk[start..], pos + start as u64)?;
+    }
+    Ok(())
 }
 
 /// Creates a new sparse image of `size_bytes`; fails if `path` exists.
@@ -328,6 +351,7 @@ mod tests {
         // Copy the whole file as if it were all data: zero runs must still
         // not be written.
         copier.copy(&s, &d, 0, 64 * MIB).expect("copy");
+        d.set_len(64 * MIB).expect("set_len");
         d.sync_all().expect("sync");
         assert!(allocated_bytes(&dst).expect("stat") <= 2 * MIB);
         assert_same_content(&src, &dst);

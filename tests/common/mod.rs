@@ -1,0 +1,126 @@
+//! Shared pieces of the end-to-end tests: an in-process driver on a real unix socket and the
+//! generated CSI clients connected to it.
+
+#![allow(dead_code)]
+
+use hyper_util::rt::TokioIo;
+use snapcsi::config::{self, Command};
+use snapcsi::proto::controller_client::ControllerClient;
+use snapcsi::proto::identity_client::IdentityClient;
+use snapcsi::proto::node_client::NodeClient;
+use std::path::{Path, PathBuf};
+use tokio::sync::oneshot;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// A driver serving on a unix socket in a temporary directory.
+pub struct Driver {
+    dir: Option<tempfile::TempDir>,
+    pub socket: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub channel: Channel,
+}
+
+impl Driver {
+    /// Starts `snapcsi serve` in-process with `extra` flags (endpoint and data dir are set).
+    pub async fn start(extra: &[&str]) -> Driver {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, extra).await
+    }
+
+    /// Like [`Driver::start`] but in a given directory (its `data` subdirectory is the data dir).
+    pub async fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Driver {
+        let socket = dir.path().join("csi.sock");
+        let data = dir.path().join("data");
+        let endpoint = format!("unix://{}", socket.display());
+        let mut args = vec![
+            "snapcsi".to_owned(),
+            "serve".to_owned(),
+            "--endpoint".to_owned(),
+            endpoint,
+            "--data-dir".to_owned(),
+            data.display().to_string(),
+            "--node-id".to_owned(),
+            "test-node".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let Command::Serve(serve) = config::parse_args(args).expect("valid flags").command;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            snapcsi::server::serve(serve, shutdown).await.expect("serve");
+        });
+        for _ in 0..200 {
+            if socket.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let channel = connect(&socket).await;
+        Driver {
+            dir: Some(dir),
+            socket,
+            stop: Some(stop),
+            task: Some(task),
+            channel,
+        }
+    }
+
+    pub fn identity(&self) -> IdentityClient<Channel> {
+        IdentityClient::new(self.channel.clone())
+    }
+
+    pub fn controller(&self) -> ControllerClient<Channel> {
+        ControllerClient::new(self.channel.clone())
+    }
+
+    pub fn node(&self) -> NodeClient<Channel> {
+        NodeClient::new(self.channel.clone())
+    }
+
+    /// A path inside the driver's temporary directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.as_ref().expect("running").path().join(name)
+    }
+
+    /// Stops the server and waits for it (keeps the directory).
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.dir.take().expect("running")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A gRPC channel over a unix socket.
+pub async fn connect(socket: &Path) -> Channel {
+    let socket = socket.to_path_buf();
+    Endpoint::try_from("http://localhost")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .expect("connect to the driver socket")
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
