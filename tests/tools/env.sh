@@ -1,3 +1,5 @@
+#!/usr/bin/env bash
+# Meant to be sourced (running it does nothing useful).
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # the variables are used by the scripts that source this file
 # Shared settings for snapcsi's test scripts. Source it, do not run it:
