@@ -51,7 +51,11 @@ fn snapshot_request(name: &str, volume: &str) -> csi::CreateSnapshotRequest {
     }
 }
 
-fn expect_code<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>, code: Code, field: &str) {
+fn expect_code<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: Code,
+    field: &str,
+) {
     let status = result.expect_err("the call must fail");
     assert_eq!(status.code(), code, "{status:?}");
     assert!(
@@ -86,9 +90,10 @@ async fn identity_and_capabilities(driver: &Driver) {
     let advertised: HashSet<i32> = caps
         .capabilities
         .iter()
-        .filter_map(|c| match &c.r#type {
-            Some(csi::controller_service_capability::Type::Rpc(rpc)) => Some(rpc.r#type),
-            None => None,
+        .filter_map(|c| {
+            c.r#type.as_ref().map(|t| match t {
+                csi::controller_service_capability::Type::Rpc(rpc) => rpc.r#type,
+            })
         })
         .collect();
     for rpc in [
@@ -146,7 +151,10 @@ async fn snapshot_story(driver: &Driver) {
         .into_inner()
         .snapshot
         .expect("snapshot");
-    assert_eq!(repeat.snapshot_id, snapshot.snapshot_id, "repeat made a duplicate");
+    assert_eq!(
+        repeat.snapshot_id, snapshot.snapshot_id,
+        "repeat made a duplicate"
+    );
     expect_code(
         controller
             .create_snapshot(snapshot_request("snap-story", &other.volume_id))
@@ -255,7 +263,11 @@ async fn snapshot_story(driver: &Driver) {
         required_bytes: MIB,
         limit_bytes: MIB,
     });
-    expect_code(controller.create_volume(too_small).await, Code::OutOfRange, "");
+    expect_code(
+        controller.create_volume(too_small).await,
+        Code::OutOfRange,
+        "",
+    );
 
     for id in &ids {
         for _ in 0..2 {
@@ -298,19 +310,25 @@ async fn snapshot_story(driver: &Driver) {
 /// Requests that can never be valid: the right code and a message naming the field.
 async fn bad_input(driver: &Driver) {
     let mut c = driver.controller();
-    expect_code(c.create_snapshot(snapshot_request("", "v")).await, Code::InvalidArgument, "name");
+    expect_code(
+        c.create_snapshot(snapshot_request("", "v")).await,
+        Code::InvalidArgument,
+        "name",
+    );
     expect_code(
         c.create_snapshot(snapshot_request("s", "")).await,
         Code::InvalidArgument,
         "source_volume_id",
     );
     expect_code(
-        c.create_snapshot(snapshot_request(&"n".repeat(300), "v")).await,
+        c.create_snapshot(snapshot_request(&"n".repeat(300), "v"))
+            .await,
         Code::InvalidArgument,
         "name",
     );
     expect_code(
-        c.delete_snapshot(csi::DeleteSnapshotRequest::default()).await,
+        c.delete_snapshot(csi::DeleteSnapshotRequest::default())
+            .await,
         Code::InvalidArgument,
         "snapshot_id",
     );
@@ -321,10 +339,18 @@ async fn bad_input(driver: &Driver) {
     );
     let mut no_caps = create_volume_request("v", MIB);
     no_caps.volume_capabilities.clear();
-    expect_code(c.create_volume(no_caps).await, Code::InvalidArgument, "volume_capabilities");
+    expect_code(
+        c.create_volume(no_caps).await,
+        Code::InvalidArgument,
+        "volume_capabilities",
+    );
     let mut bad_mode = create_volume_request("v", MIB);
     bad_mode.volume_capabilities[0].access_mode = Some(AccessMode { mode: 42 });
-    expect_code(c.create_volume(bad_mode).await, Code::InvalidArgument, "volume_capabilities");
+    expect_code(
+        c.create_volume(bad_mode).await,
+        Code::InvalidArgument,
+        "volume_capabilities",
+    );
     let mut bad_fs = create_volume_request("v", MIB);
     bad_fs.volume_capabilities = vec![mount_cap("ntfs")];
     expect_code(c.create_volume(bad_fs).await, Code::InvalidArgument, "ntfs");
@@ -333,7 +359,11 @@ async fn bad_input(driver: &Driver) {
         required_bytes: -5,
         limit_bytes: 0,
     });
-    expect_code(c.create_volume(negative).await, Code::InvalidArgument, "required_bytes");
+    expect_code(
+        c.create_volume(negative).await,
+        Code::InvalidArgument,
+        "required_bytes",
+    );
     let mut missing_source = create_volume_request("v-src", MIB);
     missing_source.volume_content_source = Some(csi::VolumeContentSource {
         r#type: Some(csi::volume_content_source::Type::Volume(
@@ -342,7 +372,11 @@ async fn bad_input(driver: &Driver) {
             },
         )),
     });
-    expect_code(c.create_volume(missing_source).await, Code::NotFound, "missing");
+    expect_code(
+        c.create_volume(missing_source).await,
+        Code::NotFound,
+        "missing",
+    );
     expect_code(
         c.controller_get_volume(csi::ControllerGetVolumeRequest {
             volume_id: "missing".into(),
@@ -496,6 +530,7 @@ async fn node_publish_snapshot_restore_round_trip() {
         return;
     }
     let driver = Driver::start(&[]).await;
+    let _cleanup = common::NodeCleanup(driver.path(""));
     let mut c = driver.controller();
     let mut n = driver.node();
     let stage = driver.path("stage");
@@ -578,7 +613,8 @@ async fn node_publish_snapshot_restore_round_trip() {
         assert!(snapshot.ready_to_use);
         // Writes after the snapshot must not reach it.
         if !is_block {
-            std::fs::write(target.join("data.txt"), "changed after the snapshot").expect("overwrite");
+            std::fs::write(target.join("data.txt"), "changed after the snapshot")
+                .expect("overwrite");
         }
         let stats = n
             .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {

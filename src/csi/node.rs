@@ -90,9 +90,13 @@ impl NodeService {
         {
             create_dir(&staging).await?;
             let fs_type = ensure_filesystem(volume_id, &device, fs_type).await?;
+            // A restored or expanded image is larger than the file system inside it: ext4
+            // grows before the mount, xfs (which only grows mounted) after it.
+            format::grow_unmounted(&device, &fs_type).await?;
             mount::mount_fs(&device, &staging, &fs_type, false, &flags).await?;
-            // A restored or expanded image is larger than the file system inside it.
-            format::grow_fs(&device, &staging, &fs_type).await?;
+            if fs_type == "xfs" {
+                format::grow_fs(&device, &staging, &fs_type).await?;
+            }
         }
         if let Some(marker) = self.marker(volume_id) {
             write_marker(&marker, &staging).await?;
@@ -165,15 +169,19 @@ impl NodeService {
                 mount::bind_mount(&staging, &target, req.readonly).await?;
             }
             Access::Block => {
-                let device = loopdev::find_by_backing_file(&image)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        Error::FailedPrecondition(format!(
-                            "volume {volume_id} is not staged: no loop device is attached"
-                        ))
-                    })?;
+                let staged = loopdev::find_by_backing_file(&image).await?;
+                if staged.is_empty() {
+                    return Err(Error::FailedPrecondition(format!(
+                        "volume {volume_id} is not staged: no loop device is attached"
+                    )));
+                }
+                // A read-only bind mount does not stop writes through a device node; a
+                // read-only loop device does. Unstage detaches it with the others.
+                let device = if req.readonly {
+                    loopdev::attach(&image, true).await?
+                } else {
+                    staged[0].clone()
+                };
                 create_file(&target).await?;
                 mount::bind_mount(&device, &target, req.readonly).await?;
             }

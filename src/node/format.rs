@@ -175,6 +175,61 @@ pub async fn grow_fs(device: &Path, mount_point: &Path, fstype: &str) -> Result<
     Ok(())
 }
 
+/// Before the first mount, grows an ext4 file system that is smaller than its device (a
+/// restored or expanded image). Offline growth needs no CAP_SYS_RESOURCE, which online ext4
+/// growth does; xfs can only grow mounted, so it is left to [`grow_fs`] after the mount.
+pub async fn grow_unmounted(device: &Path, fstype: &str) -> Result<()> {
+    if fstype != "ext4" {
+        return Ok(());
+    }
+    let target = show(device);
+    let header = run(
+        "inspect filesystem",
+        &target,
+        "dumpe2fs",
+        ["-h".as_ref(), device.as_os_str()],
+    )
+    .await?;
+    let text = String::from_utf8_lossy(&header.stdout);
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let (Some(blocks), Some(block_size)) = (field("Block count:"), field("Block size:")) else {
+        return Err(NodeError::new(
+            "inspect filesystem",
+            target,
+            "dumpe2fs gave no block count",
+        ));
+    };
+    let device_bytes = super::stats::block_size_bytes(device).await?;
+    if blocks.saturating_mul(block_size) + block_size > device_bytes {
+        return Ok(());
+    }
+    // resize2fs wants a checked file system; a clone taken under freeze is consistent, and
+    // -p repairs only what is safe to repair without asking. Exit 1 = "errors corrected".
+    let check = run_unchecked(
+        "check filesystem",
+        &target,
+        "e2fsck",
+        ["-f".as_ref(), "-p".as_ref(), device.as_os_str()],
+    )
+    .await?;
+    if !matches!(check.status.code(), Some(0 | 1)) {
+        return Err(super::failure("check filesystem", target, "e2fsck", &check));
+    }
+    run(
+        "grow filesystem",
+        &target,
+        "resize2fs",
+        [device.as_os_str()],
+    )
+    .await?;
+    tracing::info!(device = %target, "grew unmounted ext4 file system to its device");
+    Ok(())
+}
+
 /// The kernel refuses online ext4 resizing to callers without
 /// CAP_SYS_RESOURCE, even root; resize2fs only says "Permission denied",
 /// which sends operators looking at file permissions instead.

@@ -50,7 +50,9 @@ impl Driver {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            snapcsi::server::serve(serve, shutdown).await.expect("serve");
+            snapcsi::server::serve(serve, shutdown)
+                .await
+                .expect("serve");
         });
         for _ in 0..200 {
             if socket.exists() {
@@ -123,4 +125,39 @@ pub async fn connect(socket: &Path) -> Channel {
 
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
+}
+
+/// Unmounts everything under a directory and detaches loop devices of images under it, even
+/// when a test panics half way (a leaked mount or loop device outlives the test process).
+pub struct NodeCleanup(pub PathBuf);
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        let prefix = self.0.display().to_string();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<String> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .filter(|p| p.starts_with(&prefix))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = std::process::Command::new("umount").arg(&point).status();
+        }
+        let listing = std::process::Command::new("losetup")
+            .args(["-l", "-n", "-O", "NAME,BACK-FILE"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for line in listing.lines() {
+            let mut words = line.split_whitespace();
+            if let (Some(dev), Some(file)) = (words.next(), words.next())
+                && file.starts_with(&prefix)
+            {
+                let _ = std::process::Command::new("losetup")
+                    .args(["-d", dev])
+                    .status();
+            }
+        }
+    }
 }
