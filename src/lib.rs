@@ -8,8 +8,10 @@ pub mod backend;
 pub mod config;
 pub mod csi;
 pub mod error;
+pub mod http;
 pub mod node;
 pub mod ops;
+pub mod secret;
 pub mod server;
 
 /// The CSI wire contract, generated from `proto/csi.proto` by `build.rs`.

@@ -43,7 +43,12 @@ async fn main() -> ExitCode {
                 Err(e) => {
                     tracing::error!(error = %e, "snapcsi stopped");
                     eprintln!("snapcsi: {e}");
-                    ExitCode::FAILURE
+                    // A wrong config file is a usage error, like a wrong flag.
+                    if matches!(e, snapcsi::server::ServeError::Config(_)) {
+                        ExitCode::from(2)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }

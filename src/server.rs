@@ -35,6 +35,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The config file is wrong.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -48,15 +51,40 @@ pub fn hostname() -> String {
         .into_owned()
 }
 
-/// Opens the configured backend.
-pub fn open_backend(args: &ServeArgs) -> Result<Arc<dyn Backend>, ServeError> {
+/// Opens the configured backend: the config file's instances when `--config` is given,
+/// otherwise the one `--backend`. Answers the data directory of node-local images too.
+pub fn open_backend(
+    args: &ServeArgs,
+) -> Result<(Arc<dyn Backend>, Option<std::path::PathBuf>), ServeError> {
+    if let Some(path) = &args.config {
+        let config = crate::config::FileConfig::load(path)?;
+        let registry = crate::backend::registry::build(&path.display().to_string(), &config)?;
+        return Ok((Arc::new(registry), local_data_dir(&config)));
+    }
     Ok(match args.backend {
-        BackendKind::Local => Arc::new(LocalBackend::open(LocalConfig {
-            data_dir: args.data_dir.clone(),
-            max_capacity: args.max_capacity,
-        })?),
-        BackendKind::Memory => Arc::new(MemoryBackend::new(args.max_capacity)),
+        BackendKind::Local => (
+            Arc::new(LocalBackend::open(LocalConfig {
+                data_dir: args.data_dir.clone(),
+                max_capacity: args.max_capacity,
+            })?),
+            Some(args.data_dir.clone()),
+        ),
+        BackendKind::Memory => (Arc::new(MemoryBackend::new(args.max_capacity)), None),
     })
+}
+
+/// The data directory of the config's local instance (the default one first), which the node
+/// service serves images from.
+fn local_data_dir(config: &crate::config::FileConfig) -> Option<std::path::PathBuf> {
+    let is_local = |t: &toml::Table| t.get("type").and_then(|v| v.as_str()) == Some("local");
+    let default = config
+        .default_backend
+        .as_ref()
+        .and_then(|d| config.backends.get(d))
+        .filter(|t| is_local(t));
+    default
+        .or_else(|| config.backends.values().find(|t| is_local(t)))
+        .and_then(|t| t.get("data_dir")?.as_str().map(std::path::PathBuf::from))
 }
 
 /// Serves until `shutdown` completes.
@@ -69,13 +97,19 @@ pub async fn serve(
     let serves_node = args.mode != Mode::Controller;
     // The node plugin needs no metadata store, so a node-only process never opens one: the
     // controller process may hold it on the same data directory.
-    let backend = if serves_controller {
-        Some(open_backend(&args)?)
+    let (backend, layout) = if serves_controller {
+        let (backend, data_dir) = open_backend(&args)?;
+        (
+            Some(backend),
+            data_dir.map(crate::backend::local::Layout::new),
+        )
     } else {
-        None
+        let data_dir = match &args.config {
+            Some(path) => local_data_dir(&crate::config::FileConfig::load(path)?),
+            None => (args.backend == BackendKind::Local).then(|| args.data_dir.clone()),
+        };
+        (None, data_dir.map(crate::backend::local::Layout::new))
     };
-    let layout = (args.backend == BackendKind::Local)
-        .then(|| crate::backend::local::Layout::new(&args.data_dir));
     let ops = backend
         .as_ref()
         .map(|b| Ops::new(Arc::clone(b), args.default_volume_size));

@@ -8,6 +8,7 @@
 pub mod conformance;
 pub mod local;
 pub mod memory;
+pub mod registry;
 pub mod types;
 
 pub use types::{
@@ -15,8 +16,10 @@ pub use types::{
     SnapshotId, Volume, VolumeId, VolumeSource,
 };
 
+use crate::secret::Secrets;
 use async_trait::async_trait;
 use std::fmt;
+use std::sync::Arc;
 
 /// What went wrong in a backend, sorted into the kinds every backend shares.
 ///
@@ -116,6 +119,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// What this backend can do; the CSI capabilities advertised are derived from it.
     fn capabilities(&self) -> Capabilities;
+
+    /// The backend acting with the credentials a CSI request carries in its `secrets`
+    /// (multi-tenant clusters: each namespace's snapshot class points at its own secret).
+    /// `Ok(None)` means "act as configured"; the default ignores secrets.
+    fn with_secrets(&self, _secrets: &Secrets) -> BackendResult<Option<Arc<dyn Backend>>> {
+        Ok(None)
+    }
 
     /// A cheap check that the backend can serve requests (used by CSI Probe).
     async fn health(&self) -> BackendResult<()>;

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::ops::Ops;
 use crate::proto::controller_server::Controller;
 use crate::proto::{self as csi, controller_service_capability as ccap};
+use crate::secret::Secrets;
 use std::collections::BTreeMap;
 use tonic::{Request, Response, Status};
 
@@ -117,6 +118,7 @@ impl ControllerService {
         let parameters: BTreeMap<String, String> = req.parameters.into_iter().collect();
         let volume = self
             .ops
+            .scoped(&Secrets::from_map(req.secrets))?
             .create_volume(name, size, source, parameters, min_size)
             .await?;
         Ok(csi::CreateVolumeResponse {
@@ -183,6 +185,7 @@ impl ControllerService {
         let source = validate::id("source_volume_id", &req.source_volume_id)?;
         let snapshot = self
             .ops
+            .scoped(&Secrets::from_map(req.secrets))?
             .create_snapshot(CreateSnapshot {
                 name: name.to_owned(),
                 source_volume_id: VolumeId::new(source),
@@ -209,6 +212,7 @@ impl ControllerService {
         };
         let (items, next_token) = self
             .ops
+            .scoped(&Secrets::from_map(req.secrets))?
             .list_snapshots(
                 snapshot_id.as_ref(),
                 &filter,
@@ -262,7 +266,11 @@ impl ControllerService {
         if let Some(cap) = &req.volume_capability {
             validate::capability("volume_capability", cap)?;
         }
-        let size = self.ops.expand_volume(&id, range).await?;
+        let size = self
+            .ops
+            .scoped(&Secrets::from_map(req.secrets))?
+            .expand_volume(&id, range)
+            .await?;
         Ok(csi::ControllerExpandVolumeResponse {
             capacity_bytes: convert::bytes(size),
             // Node-local images back a loop device whose size and file system the node must
@@ -325,7 +333,10 @@ impl Controller for ControllerService {
         let result = async {
             let req = request.into_inner();
             let id = VolumeId::new(validate::id("volume_id", &req.volume_id)?);
-            self.ops.delete_volume(&id).await?;
+            self.ops
+                .scoped(&Secrets::from_map(req.secrets))?
+                .delete_volume(&id)
+                .await?;
             Ok(csi::DeleteVolumeResponse {})
         };
         answer("DeleteVolume", result.await)
@@ -412,7 +423,10 @@ impl Controller for ControllerService {
             self.require(self.caps().create_delete_snapshot, "DeleteSnapshot")?;
             let req = request.into_inner();
             let id = SnapshotId::new(validate::id("snapshot_id", &req.snapshot_id)?);
-            self.ops.delete_snapshot(&id).await?;
+            self.ops
+                .scoped(&Secrets::from_map(req.secrets))?
+                .delete_snapshot(&id)
+                .await?;
             Ok(csi::DeleteSnapshotResponse {})
         };
         answer("DeleteSnapshot", result.await)
@@ -436,7 +450,11 @@ impl Controller for ControllerService {
             self.require(self.caps().create_delete_snapshot, "GetSnapshot")?;
             let req = request.into_inner();
             let id = SnapshotId::new(validate::id("snapshot_id", &req.snapshot_id)?);
-            let snapshot = self.ops.get_snapshot(&id).await?;
+            let snapshot = self
+                .ops
+                .scoped(&Secrets::from_map(req.secrets))?
+                .get_snapshot(&id)
+                .await?;
             Ok(csi::GetSnapshotResponse {
                 snapshot: Some(convert::snapshot(&snapshot)),
             })

@@ -53,6 +53,19 @@ impl Ops {
         }
     }
 
+    /// These operations acting with the credentials in a request's `secrets` (see
+    /// [`Backend::with_secrets`]); the in-flight guard stays shared.
+    pub fn scoped(&self, secrets: &crate::secret::Secrets) -> Result<Ops> {
+        match self.backend.with_secrets(secrets)? {
+            None => Ok(self.clone()),
+            Some(backend) => Ok(Ops {
+                backend,
+                inflight: self.inflight.clone(),
+                default_volume_size: self.default_volume_size,
+            }),
+        }
+    }
+
     /// The backend underneath.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend

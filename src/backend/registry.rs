@@ -1,0 +1,639 @@
+//! Named backend instances from the config file, served as one backend.
+//!
+//! A config file may name several instances (clouds, regions, the local store). A
+//! StorageClass or VolumeSnapshotClass picks one with the `backend` parameter (the configured
+//! `default_backend` otherwise). When more than one instance is configured, every id the
+//! driver hands out is qualified as `<instance>:<backend id>` so that calls carrying only an id
+//! (delete, get, expand) reach the instance that made the object. With one instance, ids are
+//! the backend's own.
+
+use crate::backend::{
+    Backend, BackendError, BackendResult, Capabilities, CreateSnapshot, CreateVolume, ErrorKind,
+    Page, PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
+};
+use crate::secret::Secrets;
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// The parameter (StorageClass / VolumeSnapshotClass) that picks an instance.
+pub const BACKEND_PARAMETER: &str = "backend";
+
+/// One named instance.
+#[derive(Clone)]
+pub struct Instance {
+    /// Name from the config file (`[backends.<name>]`).
+    pub name: String,
+    /// The backend.
+    pub backend: Arc<dyn Backend>,
+}
+
+/// Several instances as one backend.
+#[derive(Clone)]
+pub struct Registry {
+    instances: Vec<Instance>,
+    default: usize,
+}
+
+impl Registry {
+    /// A registry over `instances` (at least one); `default` indexes the default instance.
+    pub fn new(instances: Vec<Instance>, default: usize) -> Result<Self, String> {
+        if instances.is_empty() {
+            return Err("no backend instance is configured".to_owned());
+        }
+        if default >= instances.len() {
+            return Err("default backend index out of range".to_owned());
+        }
+        Ok(Self { instances, default })
+    }
+
+    /// The instances, in config order.
+    pub fn instances(&self) -> &[Instance] {
+        &self.instances
+    }
+
+    fn qualified(&self) -> bool {
+        self.instances.len() > 1
+    }
+
+    /// Splits a driver id into (instance index, backend id). `None`: no such instance, so the
+    /// object cannot exist.
+    fn split<'a>(&self, id: &'a str) -> Option<(usize, &'a str)> {
+        if !self.qualified() {
+            return Some((0, id));
+        }
+        let (name, rest) = id.split_once(':')?;
+        let index = self.instances.iter().position(|i| i.name == name)?;
+        Some((index, rest))
+    }
+
+    fn qualify(&self, index: usize, id: &str) -> String {
+        if self.qualified() {
+            format!("{}:{id}", self.instances[index].name)
+        } else {
+            id.to_owned()
+        }
+    }
+
+    fn volume_out(&self, index: usize, mut volume: Volume) -> Volume {
+        volume.id = VolumeId::new(self.qualify(index, volume.id.as_str()));
+        volume.source = volume.source.map(|s| self.source_out(index, s));
+        volume
+    }
+
+    fn source_out(&self, index: usize, source: VolumeSource) -> VolumeSource {
+        match source {
+            VolumeSource::Snapshot(id) => {
+                VolumeSource::Snapshot(SnapshotId::new(self.qualify(index, id.as_str())))
+            }
+            VolumeSource::Volume(id) => {
+                VolumeSource::Volume(VolumeId::new(self.qualify(index, id.as_str())))
+            }
+        }
+    }
+
+    fn snapshot_out(&self, index: usize, mut snapshot: Snapshot) -> Snapshot {
+        snapshot.id = SnapshotId::new(self.qualify(index, snapshot.id.as_str()));
+        snapshot.source_volume_id =
+            VolumeId::new(self.qualify(index, snapshot.source_volume_id.as_str()));
+        snapshot
+    }
+
+    fn pick(
+        &self,
+        parameters: &std::collections::BTreeMap<String, String>,
+    ) -> BackendResult<usize> {
+        match parameters.get(BACKEND_PARAMETER) {
+            None => Ok(self.default),
+            Some(name) => self
+                .instances
+                .iter()
+                .position(|i| &i.name == name)
+                .ok_or_else(|| {
+                    BackendError::new(
+                        ErrorKind::InvalidArgument,
+                        format!(
+                            "parameters.{BACKEND_PARAMETER}: no backend instance named {name:?} \
+                             (configured: {})",
+                            self.names()
+                        ),
+                    )
+                }),
+        }
+    }
+
+    /// One page of a list over every instance in turn. The cursor is
+    /// `<instance index>/<that instance's cursor>`; an instance with nothing left hands over
+    /// to the next one.
+    async fn walk<T: Send>(
+        &self,
+        page: &PageRequest,
+        list: &(dyn Lister<T> + Sync),
+    ) -> BackendResult<Page<T>> {
+        let (mut index, mut cursor) = match &page.cursor {
+            None => (0, None),
+            Some(c) => split_cursor(c)
+                .filter(|(i, _)| *i < self.instances.len())
+                .ok_or_else(|| {
+                    BackendError::new(ErrorKind::InvalidCursor, format!("{c:?} is not a position"))
+                })?,
+        };
+        loop {
+            let inner = PageRequest {
+                cursor: cursor.take(),
+                max_entries: page.max_entries,
+            };
+            let result = list.list(index, inner).await?;
+            let last_instance = index + 1 >= self.instances.len();
+            match result.next_cursor {
+                Some(next) => {
+                    return Ok(Page {
+                        items: result.items,
+                        next_cursor: Some(format!("{index}/{next}")),
+                    });
+                }
+                None if last_instance => {
+                    return Ok(Page {
+                        items: result.items,
+                        next_cursor: None,
+                    });
+                }
+                None if !result.items.is_empty() => {
+                    return Ok(Page {
+                        items: result.items,
+                        next_cursor: Some(format!("{}/", index + 1)),
+                    });
+                }
+                None => index += 1,
+            }
+        }
+    }
+
+    fn names(&self) -> String {
+        self.instances
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn not_here(what: &str, id: &str) -> BackendError {
+    BackendError::not_found(format!("{what} {id} does not exist"))
+}
+
+/// One instance's page of some list, for [`Registry::walk`].
+#[async_trait]
+trait Lister<T> {
+    async fn list(&self, index: usize, page: PageRequest) -> BackendResult<Page<T>>;
+}
+
+struct Volumes<'a>(&'a Registry);
+
+#[async_trait]
+impl Lister<Volume> for Volumes<'_> {
+    async fn list(&self, index: usize, page: PageRequest) -> BackendResult<Page<Volume>> {
+        let registry = self.0;
+        let result = registry.instances[index]
+            .backend
+            .list_volumes(&page)
+            .await?;
+        Ok(Page {
+            items: result
+                .items
+                .into_iter()
+                .map(|v| registry.volume_out(index, v))
+                .collect(),
+            next_cursor: result.next_cursor,
+        })
+    }
+}
+
+struct Snapshots<'a>(&'a Registry, &'a SnapshotFilter);
+
+#[async_trait]
+impl Lister<Snapshot> for Snapshots<'_> {
+    async fn list(&self, index: usize, page: PageRequest) -> BackendResult<Page<Snapshot>> {
+        let registry = self.0;
+        let result = registry.instances[index]
+            .backend
+            .list_snapshots(self.1, &page)
+            .await?;
+        Ok(Page {
+            items: result
+                .items
+                .into_iter()
+                .map(|s| registry.snapshot_out(index, s))
+                .collect(),
+            next_cursor: result.next_cursor,
+        })
+    }
+}
+
+/// A cursor over the instances: `<instance index>/<instance cursor>` (empty = its first page).
+fn split_cursor(cursor: &str) -> Option<(usize, Option<String>)> {
+    let (index, rest) = cursor.split_once('/')?;
+    let index = index.parse().ok()?;
+    Some((index, (!rest.is_empty()).then(|| rest.to_owned())))
+}
+
+#[async_trait]
+impl Backend for Registry {
+    fn kind(&self) -> &'static str {
+        if self.qualified() {
+            "registry"
+        } else {
+            self.instances[0].backend.kind()
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // Advertised = what at least one instance does; an instance that cannot do a call
+        // answers it with a clear error naming itself.
+        self.instances
+            .iter()
+            .map(|i| i.backend.capabilities())
+            .reduce(|a, b| Capabilities {
+                create_delete_volume: a.create_delete_volume || b.create_delete_volume,
+                create_delete_snapshot: a.create_delete_snapshot || b.create_delete_snapshot,
+                restore_snapshot: a.restore_snapshot || b.restore_snapshot,
+                clone_volume: a.clone_volume || b.clone_volume,
+                expand_volume: a.expand_volume || b.expand_volume,
+                get_capacity: a.get_capacity || b.get_capacity,
+                size_granularity_bytes: a.size_granularity_bytes.max(b.size_granularity_bytes),
+                node_local: a.node_local || b.node_local,
+            })
+            .unwrap_or(self.instances[self.default].backend.capabilities())
+    }
+
+    fn with_secrets(&self, secrets: &Secrets) -> BackendResult<Option<Arc<dyn Backend>>> {
+        if secrets.is_empty() {
+            return Ok(None);
+        }
+        let mut changed = false;
+        let mut instances = Vec::with_capacity(self.instances.len());
+        for instance in &self.instances {
+            let backend = match instance.backend.with_secrets(secrets)? {
+                Some(scoped) => {
+                    changed = true;
+                    scoped
+                }
+                None => Arc::clone(&instance.backend),
+            };
+            instances.push(Instance {
+                name: instance.name.clone(),
+                backend,
+            });
+        }
+        Ok(changed.then(|| {
+            Arc::new(Registry {
+                instances,
+                default: self.default,
+            }) as Arc<dyn Backend>
+        }))
+    }
+
+    async fn health(&self) -> BackendResult<()> {
+        for instance in &self.instances {
+            instance.backend.health().await.map_err(|e| BackendError {
+                message: format!("backend {}: {}", instance.name, e.message),
+                ..e
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn available_capacity(&self) -> BackendResult<Option<u64>> {
+        self.instances[self.default]
+            .backend
+            .available_capacity()
+            .await
+    }
+
+    async fn create_volume(&self, request: &CreateVolume) -> BackendResult<Volume> {
+        let index = self.pick(&request.parameters)?;
+        let mut inner = request.clone();
+        inner.parameters.remove(BACKEND_PARAMETER);
+        inner.source = match &request.source {
+            None => None,
+            Some(source) => {
+                let (id, what) = match source {
+                    VolumeSource::Snapshot(id) => (id.as_str(), "source snapshot"),
+                    VolumeSource::Volume(id) => (id.as_str(), "source volume"),
+                };
+                let (source_index, raw) = self.split(id).ok_or_else(|| not_here(what, id))?;
+                if source_index != index {
+                    return Err(BackendError::new(
+                        ErrorKind::InvalidArgument,
+                        format!(
+                            "volume_content_source: {what} {id} lives in backend {}, the new \
+                             volume in backend {}",
+                            self.instances[source_index].name, self.instances[index].name
+                        ),
+                    ));
+                }
+                Some(match source {
+                    VolumeSource::Snapshot(_) => VolumeSource::Snapshot(SnapshotId::new(raw)),
+                    VolumeSource::Volume(_) => VolumeSource::Volume(VolumeId::new(raw)),
+                })
+            }
+        };
+        let volume = self.instances[index].backend.create_volume(&inner).await?;
+        Ok(self.volume_out(index, volume))
+    }
+
+    async fn get_volume(&self, id: &VolumeId) -> BackendResult<Option<Volume>> {
+        let Some((index, raw)) = self.split(id.as_str()) else {
+            return Ok(None);
+        };
+        let found = self.instances[index]
+            .backend
+            .get_volume(&VolumeId::new(raw))
+            .await?;
+        Ok(found.map(|v| self.volume_out(index, v)))
+    }
+
+    async fn find_volume_by_name(&self, name: &str) -> BackendResult<Option<Volume>> {
+        for (index, instance) in self.instances.iter().enumerate() {
+            if let Some(v) = instance.backend.find_volume_by_name(name).await? {
+                return Ok(Some(self.volume_out(index, v)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn delete_volume(&self, id: &VolumeId) -> BackendResult<()> {
+        match self.split(id.as_str()) {
+            None => Ok(()),
+            Some((index, raw)) => {
+                self.instances[index]
+                    .backend
+                    .delete_volume(&VolumeId::new(raw))
+                    .await
+            }
+        }
+    }
+
+    async fn expand_volume(&self, id: &VolumeId, new_size_bytes: u64) -> BackendResult<u64> {
+        let (index, raw) = self
+            .split(id.as_str())
+            .ok_or_else(|| not_here("volume", id.as_str()))?;
+        self.instances[index]
+            .backend
+            .expand_volume(&VolumeId::new(raw), new_size_bytes)
+            .await
+    }
+
+    async fn list_volumes(&self, page: &PageRequest) -> BackendResult<Page<Volume>> {
+        if !self.qualified() {
+            return self.instances[0].backend.list_volumes(page).await;
+        }
+        self.walk(page, &Volumes(self)).await
+    }
+
+    async fn create_snapshot(&self, request: &CreateSnapshot) -> BackendResult<Snapshot> {
+        let id = request.source_volume_id.as_str();
+        let (index, raw) = self
+            .split(id)
+            .ok_or_else(|| not_here("source volume", id))?;
+        let mut inner = request.clone();
+        inner.source_volume_id = VolumeId::new(raw);
+        inner.parameters.remove(BACKEND_PARAMETER);
+        let snapshot = self.instances[index]
+            .backend
+            .create_snapshot(&inner)
+            .await?;
+        Ok(self.snapshot_out(index, snapshot))
+    }
+
+    async fn get_snapshot(&self, id: &SnapshotId) -> BackendResult<Option<Snapshot>> {
+        let Some((index, raw)) = self.split(id.as_str()) else {
+            return Ok(None);
+        };
+        let found = self.instances[index]
+            .backend
+            .get_snapshot(&SnapshotId::new(raw))
+            .await?;
+        Ok(found.map(|s| self.snapshot_out(index, s)))
+    }
+
+    async fn find_snapshot_by_name(&self, name: &str) -> BackendResult<Option<Snapshot>> {
+        for (index, instance) in self.instances.iter().enumerate() {
+            if let Some(s) = instance.backend.find_snapshot_by_name(name).await? {
+                return Ok(Some(self.snapshot_out(index, s)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn delete_snapshot(&self, id: &SnapshotId) -> BackendResult<()> {
+        match self.split(id.as_str()) {
+            None => Ok(()),
+            Some((index, raw)) => {
+                self.instances[index]
+                    .backend
+                    .delete_snapshot(&SnapshotId::new(raw))
+                    .await
+            }
+        }
+    }
+
+    async fn list_snapshots(
+        &self,
+        filter: &SnapshotFilter,
+        page: &PageRequest,
+    ) -> BackendResult<Page<Snapshot>> {
+        if !self.qualified() {
+            return self.instances[0].backend.list_snapshots(filter, page).await;
+        }
+        if let Some(volume) = &filter.source_volume_id {
+            let Some((index, raw)) = self.split(volume.as_str()) else {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next_cursor: None,
+                });
+            };
+            let inner_filter = SnapshotFilter {
+                source_volume_id: Some(VolumeId::new(raw)),
+            };
+            let result = self.instances[index]
+                .backend
+                .list_snapshots(&inner_filter, page)
+                .await?;
+            return Ok(Page {
+                items: result
+                    .items
+                    .into_iter()
+                    .map(|s| self.snapshot_out(index, s))
+                    .collect(),
+                next_cursor: result.next_cursor,
+            });
+        }
+        self.walk(page, &Snapshots(self, filter)).await
+    }
+}
+
+/// A byte size in the config file: an integer, or a string such as `"100Gi"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> serde::Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => crate::config::parse_size(&t)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `type = "local"` keys.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalSection {
+    data_dir: std::path::PathBuf,
+    max_capacity: Option<ByteSize>,
+}
+
+/// `type = "memory"` keys.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemorySection {
+    capacity: Option<ByteSize>,
+}
+
+/// Deserializes one instance's table into its type's section, naming the key on error.
+pub fn section<T: serde::de::DeserializeOwned>(
+    file: &str,
+    name: &str,
+    table: &toml::Table,
+) -> Result<T, crate::config::ConfigError> {
+    let mut table = table.clone();
+    table.remove("type");
+    T::deserialize(toml::Value::Table(table)).map_err(|e| crate::config::ConfigError {
+        file: file.to_owned(),
+        key: format!("backends.{name}"),
+        message: e.message().to_owned(),
+    })
+}
+
+/// Builds every instance of a config file into one registry. Every problem is reported at
+/// start-up, naming the file, the key and what is wrong.
+pub fn build(
+    file: &str,
+    config: &crate::config::FileConfig,
+) -> Result<Registry, crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let error = |key: String, message: String| ConfigError {
+        file: file.to_owned(),
+        key,
+        message,
+    };
+    let mut instances = Vec::new();
+    for (name, table) in &config.backends {
+        let kind = table.get("type").and_then(|v| v.as_str()).ok_or_else(|| {
+            error(
+                format!("backends.{name}.type"),
+                "missing (e.g. type = \"local\")".into(),
+            )
+        })?;
+        let backend: Arc<dyn Backend> = match kind {
+            "local" => {
+                let s: LocalSection = section(file, name, table)?;
+                Arc::new(
+                    crate::backend::local::LocalBackend::open(crate::backend::local::LocalConfig {
+                        data_dir: s.data_dir,
+                        max_capacity: s.max_capacity.map(|b| b.0),
+                    })
+                    .map_err(|e| error(format!("backends.{name}.data_dir"), e.message))?,
+                )
+            }
+            "memory" => {
+                let s: MemorySection = section(file, name, table)?;
+                Arc::new(crate::backend::memory::MemoryBackend::new(
+                    s.capacity.map(|b| b.0),
+                ))
+            }
+            other => {
+                return Err(error(
+                    format!("backends.{name}.type"),
+                    format!("unknown backend type {other:?} (known: local, memory)"),
+                ));
+            }
+        };
+        instances.push(Instance {
+            name: name.clone(),
+            backend,
+        });
+    }
+    let default = match &config.default_backend {
+        Some(d) => instances.iter().position(|i| &i.name == d).unwrap_or(0),
+        None => 0,
+    };
+    Registry::new(instances, default).map_err(|m| error("backends".into(), m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::conformance;
+
+    #[tokio::test]
+    async fn two_instances_conform_and_route_by_parameter() {
+        let config = crate::config::FileConfig::parse(
+            "t.toml",
+            "default_backend = \"a\"\n[backends.a]\ntype = \"memory\"\n[backends.b]\ntype = \"memory\"\n",
+        )
+        .expect("config");
+        let registry = build("t.toml", &config).expect("registry");
+        let registry: Arc<dyn Backend> = Arc::new(registry);
+        assert_eq!(conformance::run(Arc::clone(&registry), "reg").await, Ok(9));
+        let request = CreateVolume {
+            name: "in-b".into(),
+            size_bytes: 1,
+            source: None,
+            parameters: [(BACKEND_PARAMETER.to_owned(), "b".to_owned())].into(),
+        };
+        let volume = registry.create_volume(&request).await.expect("create");
+        assert!(volume.id.as_str().starts_with("b:"), "{}", volume.id);
+        assert!(
+            registry
+                .get_volume(&volume.id)
+                .await
+                .expect("get")
+                .is_some()
+        );
+        let unknown = CreateVolume {
+            parameters: [(BACKEND_PARAMETER.to_owned(), "zz".to_owned())].into(),
+            ..request
+        };
+        let err = registry
+            .create_volume(&unknown)
+            .await
+            .expect_err("unknown instance");
+        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        assert!(err.message.contains("zz"));
+    }
+
+    #[test]
+    fn unknown_keys_and_types_are_named() {
+        let config = crate::config::FileConfig::parse(
+            "t.toml",
+            "[backends.a]\ntype = \"local\"\ndata_dir = \"/tmp/x\"\nmax_capacty = 5\n",
+        )
+        .expect("parses");
+        let err = build("t.toml", &config).err().expect("unknown key");
+        assert!(err.to_string().contains("backends.a"), "{err}");
+        assert!(err.to_string().contains("max_capacty"), "{err}");
+        let config = crate::config::FileConfig::parse("t.toml", "[backends.a]\ntype = \"ceph\"\n")
+            .expect("parses");
+        let err = build("t.toml", &config).err().expect("unknown type");
+        assert_eq!(err.key, "backends.a.type");
+    }
+}
