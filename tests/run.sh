@@ -83,12 +83,14 @@ count_tests() {
             p=$((p + BASH_REMATCH[1])) f=$((f + BASH_REMATCH[2])) s=$((s + BASH_REMATCH[3]))
         done < <(grep -E '^test result: ' "$logs/test.log" || true)
     fi
-    if [[ -f $logs/sanity.log ]]; then
-        line=$(grep -E '^csi-sanity: [0-9]+ passed, [0-9]+ failed' "$logs/sanity.log" | tail -n 1 || true)
+    local log
+    for log in "$logs"/sanity*.log; do
+        [[ -f $log ]] || continue
+        line=$(grep -E '^csi-sanity: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)
         if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped ]]; then
             p=$((p + BASH_REMATCH[1])) f=$((f + BASH_REMATCH[2])) s=$((s + BASH_REMATCH[3]))
         fi
-    fi
+    done
     # A phase that failed without a failing test (build error, fmt, clippy,
     # crash) must not read as "0 failed".
     if ((failed && f == 0)); then
@@ -116,6 +118,14 @@ phase test cargo test || true
 if phase build cargo build; then
     phase sanity env SNAPCSI_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/snapcsi" \
         "$root/tests/csi-sanity.sh" || true
+    # One more csi-sanity phase per cloud backend: tests/sanity-<backend>.sh starts that
+    # backend's real server or simulator and runs the Controller and Identity suites.
+    for script in "$root"/tests/sanity-*.sh; do
+        [[ -e $script ]] || continue
+        name=$(basename "$script" .sh)
+        phase "$name" env SNAPCSI_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/snapcsi" \
+            "$script" || true
+    done
 else
     skip sanity "build failed"
 fi
