@@ -88,6 +88,11 @@ pub struct ServeArgs {
     #[arg(long, default_value = "1Gi", value_parser = parse_size)]
     pub default_volume_size: u64,
 
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. `127.0.0.1:9090`.
+    /// Off when not given.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Permissions of the unix socket (octal).
     #[arg(long, default_value = "660", value_parser = parse_mode)]
     pub socket_mode: u32,

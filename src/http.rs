@@ -130,9 +130,12 @@ impl HttpClient {
         loop {
             attempt += 1;
             let last = attempt >= attempts;
-            match build(&self.client).send().await {
+            let started = std::time::Instant::now();
+            let sent = build(&self.client).send().await;
+            let status = sent.as_ref().map_or(0, |r| r.status().as_u16());
+            crate::metrics::metrics().cloud(self.backend, operation, status, started.elapsed());
+            match sent {
                 Ok(response) => {
-                    let status = response.status().as_u16();
                     let transient = matches!(status, 429 | 502 | 503 | 504);
                     if !transient || last {
                         return Ok(response);

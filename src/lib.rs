@@ -9,6 +9,7 @@ pub mod config;
 pub mod csi;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod secret;

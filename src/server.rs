@@ -114,6 +114,20 @@ pub async fn serve(
         .as_ref()
         .map(|b| Ops::new(Arc::clone(b), args.default_volume_size));
 
+    if let Some(addr) = args.metrics_addr {
+        let listener =
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::Endpoint {
+                    endpoint: format!("metrics {addr}"),
+                    message: e.to_string(),
+                })?;
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;

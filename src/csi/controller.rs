@@ -7,7 +7,7 @@
 
 use super::convert::{self, TOPOLOGY_KEY};
 use super::validate::{self, Access};
-use super::{answer, not_offered};
+use super::{call, not_offered};
 use crate::backend::{Capabilities, CreateSnapshot, SnapshotFilter, SnapshotId, VolumeId};
 use crate::error::{Error, Result};
 use crate::ops::Ops;
@@ -320,10 +320,12 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::CreateVolumeRequest>,
     ) -> std::result::Result<Response<csi::CreateVolumeResponse>, Status> {
-        answer(
+        call(
             "CreateVolume",
-            self.create_volume_inner(request.into_inner()).await,
+            self.ops.backend().kind(),
+            self.create_volume_inner(request.into_inner()),
         )
+        .await
     }
 
     async fn delete_volume(
@@ -339,57 +341,67 @@ impl Controller for ControllerService {
                 .await?;
             Ok(csi::DeleteVolumeResponse {})
         };
-        answer("DeleteVolume", result.await)
+        call("DeleteVolume", self.ops.backend().kind(), result).await
     }
 
     async fn controller_publish_volume(
         &self,
         _request: Request<csi::ControllerPublishVolumeRequest>,
     ) -> std::result::Result<Response<csi::ControllerPublishVolumeResponse>, Status> {
-        answer(
+        call(
             "ControllerPublishVolume",
-            not_offered("ControllerPublishVolume"),
+            self.ops.backend().kind(),
+            async { not_offered("ControllerPublishVolume") },
         )
+        .await
     }
 
     async fn controller_unpublish_volume(
         &self,
         _request: Request<csi::ControllerUnpublishVolumeRequest>,
     ) -> std::result::Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
-        answer(
+        call(
             "ControllerUnpublishVolume",
-            not_offered("ControllerUnpublishVolume"),
+            self.ops.backend().kind(),
+            async { not_offered("ControllerUnpublishVolume") },
         )
+        .await
     }
 
     async fn validate_volume_capabilities(
         &self,
         request: Request<csi::ValidateVolumeCapabilitiesRequest>,
     ) -> std::result::Result<Response<csi::ValidateVolumeCapabilitiesResponse>, Status> {
-        answer(
+        call(
             "ValidateVolumeCapabilities",
-            self.validate_inner(request.into_inner()).await,
+            self.ops.backend().kind(),
+            self.validate_inner(request.into_inner()),
         )
+        .await
     }
 
     async fn list_volumes(
         &self,
         request: Request<csi::ListVolumesRequest>,
     ) -> std::result::Result<Response<csi::ListVolumesResponse>, Status> {
-        answer(
+        call(
             "ListVolumes",
-            self.list_volumes_inner(request.into_inner()).await,
+            self.ops.backend().kind(),
+            self.list_volumes_inner(request.into_inner()),
         )
+        .await
     }
 
     async fn get_capacity(
         &self,
         request: Request<csi::GetCapacityRequest>,
     ) -> std::result::Result<Response<csi::GetCapacityResponse>, Status> {
-        answer(
+        call(
             "GetCapacity",
-            self.get_capacity_inner(request.into_inner()).await,
+            self.ops.backend().kind(),
+            self.get_capacity_inner(request.into_inner()),
         )
+        .await
     }
 
     async fn controller_get_capabilities(
@@ -409,10 +421,12 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::CreateSnapshotRequest>,
     ) -> std::result::Result<Response<csi::CreateSnapshotResponse>, Status> {
-        answer(
+        call(
             "CreateSnapshot",
-            self.create_snapshot_inner(request.into_inner()).await,
+            self.ops.backend().kind(),
+            self.create_snapshot_inner(request.into_inner()),
         )
+        .await
     }
 
     async fn delete_snapshot(
@@ -429,17 +443,19 @@ impl Controller for ControllerService {
                 .await?;
             Ok(csi::DeleteSnapshotResponse {})
         };
-        answer("DeleteSnapshot", result.await)
+        call("DeleteSnapshot", self.ops.backend().kind(), result).await
     }
 
     async fn list_snapshots(
         &self,
         request: Request<csi::ListSnapshotsRequest>,
     ) -> std::result::Result<Response<csi::ListSnapshotsResponse>, Status> {
-        answer(
+        call(
             "ListSnapshots",
-            self.list_snapshots_inner(request.into_inner()).await,
+            self.ops.backend().kind(),
+            self.list_snapshots_inner(request.into_inner()),
         )
+        .await
     }
 
     async fn get_snapshot(
@@ -459,17 +475,19 @@ impl Controller for ControllerService {
                 snapshot: Some(convert::snapshot(&snapshot)),
             })
         };
-        answer("GetSnapshot", result.await)
+        call("GetSnapshot", self.ops.backend().kind(), result).await
     }
 
     async fn controller_expand_volume(
         &self,
         request: Request<csi::ControllerExpandVolumeRequest>,
     ) -> std::result::Result<Response<csi::ControllerExpandVolumeResponse>, Status> {
-        answer(
+        call(
             "ControllerExpandVolume",
-            self.expand_inner(request.into_inner()).await,
+            self.ops.backend().kind(),
+            self.expand_inner(request.into_inner()),
         )
+        .await
     }
 
     async fn controller_get_volume(
@@ -488,16 +506,16 @@ impl Controller for ControllerService {
                 }),
             })
         };
-        answer("ControllerGetVolume", result.await)
+        call("ControllerGetVolume", self.ops.backend().kind(), result).await
     }
 
     async fn controller_modify_volume(
         &self,
         _request: Request<csi::ControllerModifyVolumeRequest>,
     ) -> std::result::Result<Response<csi::ControllerModifyVolumeResponse>, Status> {
-        answer(
-            "ControllerModifyVolume",
-            not_offered("ControllerModifyVolume"),
-        )
+        call("ControllerModifyVolume", self.ops.backend().kind(), async {
+            not_offered("ControllerModifyVolume")
+        })
+        .await
     }
 }

@@ -25,6 +25,23 @@ pub(crate) fn answer<T>(
     }
 }
 
+/// Runs one RPC's work, records its metrics (count and latency by method, backend and code)
+/// and turns its result into the gRPC answer.
+pub(crate) async fn call<T>(
+    rpc: &'static str,
+    backend: &str,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> std::result::Result<Response<T>, Status> {
+    let started = std::time::Instant::now();
+    let result = work.await;
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(e) => e.code(),
+    };
+    crate::metrics::metrics().rpc(rpc, backend, code, started.elapsed());
+    answer(rpc, result)
+}
+
 /// The answer of an RPC whose capability this driver never advertises.
 pub(crate) fn not_offered<T>(rpc: &'static str) -> Result<T> {
     Err(Error::Unsupported(format!(

@@ -6,7 +6,7 @@
 //! directory. While a volume is staged, a marker file holds its staging path; the controller
 //! reads it to freeze the file system for the instant of a snapshot.
 
-use super::answer;
+use super::call;
 use super::convert;
 use super::validate::{self, Access};
 use crate::backend::local::Layout;
@@ -392,54 +392,67 @@ impl Node for NodeService {
         &self,
         request: Request<csi::NodeStageVolumeRequest>,
     ) -> std::result::Result<Response<csi::NodeStageVolumeResponse>, Status> {
-        answer("NodeStageVolume", self.stage(request.into_inner()).await)
+        call("NodeStageVolume", "node", self.stage(request.into_inner())).await
     }
 
     async fn node_unstage_volume(
         &self,
         request: Request<csi::NodeUnstageVolumeRequest>,
     ) -> std::result::Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
-        answer(
+        call(
             "NodeUnstageVolume",
-            self.unstage(request.into_inner()).await,
+            "node",
+            self.unstage(request.into_inner()),
         )
+        .await
     }
 
     async fn node_publish_volume(
         &self,
         request: Request<csi::NodePublishVolumeRequest>,
     ) -> std::result::Result<Response<csi::NodePublishVolumeResponse>, Status> {
-        answer(
+        call(
             "NodePublishVolume",
-            self.publish(request.into_inner()).await,
+            "node",
+            self.publish(request.into_inner()),
         )
+        .await
     }
 
     async fn node_unpublish_volume(
         &self,
         request: Request<csi::NodeUnpublishVolumeRequest>,
     ) -> std::result::Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
-        answer(
+        call(
             "NodeUnpublishVolume",
-            self.unpublish(request.into_inner()).await,
+            "node",
+            self.unpublish(request.into_inner()),
         )
+        .await
     }
 
     async fn node_get_volume_stats(
         &self,
         request: Request<csi::NodeGetVolumeStatsRequest>,
     ) -> std::result::Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
-        answer(
+        call(
             "NodeGetVolumeStats",
-            self.volume_stats(request.into_inner()).await,
+            "node",
+            self.volume_stats(request.into_inner()),
         )
+        .await
     }
 
     async fn node_expand_volume(
         &self,
         request: Request<csi::NodeExpandVolumeRequest>,
     ) -> std::result::Result<Response<csi::NodeExpandVolumeResponse>, Status> {
-        answer("NodeExpandVolume", self.expand(request.into_inner()).await)
+        call(
+            "NodeExpandVolume",
+            "node",
+            self.expand(request.into_inner()),
+        )
+        .await
     }
 
     async fn node_get_capabilities(

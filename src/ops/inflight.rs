@@ -32,6 +32,7 @@ impl InFlight {
         if !keys.insert(key.clone()) {
             return None;
         }
+        crate::metrics::metrics().operation_started();
         Some(Held {
             keys: Arc::clone(&self.keys),
             key,
@@ -56,6 +57,7 @@ impl Drop for Held {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         keys.remove(&self.key);
+        crate::metrics::metrics().operation_finished();
     }
 }
 

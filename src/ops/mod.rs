@@ -106,13 +106,17 @@ impl Ops {
                 id: request.source_volume_id.to_string(),
             });
         }
-        Ok(self.backend.create_snapshot(&request).await?)
+        let snapshot = self.backend.create_snapshot(&request).await?;
+        crate::metrics::metrics().snapshot_created(self.backend.kind());
+        Ok(snapshot)
     }
 
     /// DeleteSnapshot: success also when the snapshot is already gone.
     pub async fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         let _held = self.hold(format!("snapshot {id}"))?;
-        Ok(self.backend.delete_snapshot(id).await?)
+        self.backend.delete_snapshot(id).await?;
+        crate::metrics::metrics().snapshot_deleted(self.backend.kind());
+        Ok(())
     }
 
     /// GetSnapshot: NOT_FOUND when missing.
