@@ -17,6 +17,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the CSI gRPC services (the default when no subcommand is given).
     Serve(ServeArgs),
+    /// Talk to a CSI driver over its socket (any driver, not only snapcsi).
+    Ctl(crate::ctl::CtlArgs),
 }
 
 /// Which CSI services this process serves.
@@ -339,7 +341,7 @@ where
 {
     let mut args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
-    let is_command = matches!(first, "serve" | "help");
+    let is_command = matches!(first, "serve" | "ctl" | "help");
     let is_top_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
     if !is_command && !is_top_flag {
         args.insert(1.min(args.len()), "serve".into());
@@ -354,7 +356,9 @@ mod tests {
     #[test]
     fn serve_is_the_default_command() {
         let cli = parse_args(["snapcsi", "--endpoint", "unix:///tmp/x.sock"]).expect("parses");
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected");
+        };
         assert_eq!(args.endpoint, Endpoint::Unix("/tmp/x.sock".into()));
         assert_eq!(args.driver_name, "snapcsi.dev");
         assert_eq!(args.mode, Mode::All);

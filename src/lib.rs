@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod config;
 pub mod csi;
+pub mod ctl;
 pub mod error;
 pub mod http;
 pub mod metrics;

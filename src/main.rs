@@ -52,5 +52,15 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Ctl(args) => {
+            let mut stdout = std::io::stdout().lock();
+            match snapcsi::ctl::run(args, &mut stdout).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("snapcsi ctl: {}", e.message);
+                    ExitCode::from(e.code)
+                }
+            }
+        }
     }
 }

@@ -44,7 +44,9 @@ impl Driver {
             "test-node".to_owned(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let Command::Serve(serve) = config::parse_args(args).expect("valid flags").command;
+        let Command::Serve(serve) = config::parse_args(args).expect("valid flags").command else {
+            panic!("serve expected");
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
