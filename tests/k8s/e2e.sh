@@ -93,7 +93,7 @@ phase "control plane up"
 
 start kube-controller-manager "$KUBE_CONTROLLER_MANAGER" --kubeconfig "$KUBECONFIG" \
     --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 \
-    --controllers persistentvolume-binder-controller,persistentvolume-protection-controller,persistentvolumeclaim-protection-controller
+    --controllers persistentvolume-binder-controller,persistentvolume-protection-controller,persistentvolumeclaim-protection-controller,serviceaccount-controller
 "$KUBECTL" apply -f "$SNAPSHOT_CRDS" >"$work/crds.log"
 "$KUBECTL" wait --for condition=established --timeout=60s crd --all >/dev/null
 start snapshot-controller "$SNAPSHOT_CONTROLLER" --kubeconfig "$KUBECONFIG" --leader-election=false
