@@ -27,7 +27,7 @@ struct Driver {
 impl Driver {
     async fn start(dir: &Path) -> Driver {
         let socket = dir.join("csi.sock");
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args(["serve", "--mode", "controller", "--endpoint"])
             .arg(format!("unix://{}", socket.display()))
             .arg("--data-dir")
@@ -45,6 +45,8 @@ impl Driver {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("driver did not come up");
     }
 
