@@ -1,0 +1,782 @@
+//! Bad input, as a table: every controller and node RPC × {missing, empty, oversized, malformed
+//! id, garbage token, unknown capability, conflicting values} -> the spec's code and a message
+//! naming the field; never INTERNAL, never a panic (a panic would drop the connection and
+//! fail every later row).
+
+mod common;
+
+use common::Driver;
+use snapcsi::proto as csi;
+use snapcsi::proto::volume_capability::{AccessMode, AccessType, MountVolume};
+use tonic::Code;
+
+fn cap(mode: i32, fs: &str) -> csi::VolumeCapability {
+    csi::VolumeCapability {
+        access_mode: Some(AccessMode { mode }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: fs.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn good_cap() -> csi::VolumeCapability {
+    cap(1, "")
+}
+
+type Case = (&'static str, Result<(), tonic::Status>, Code, &'static str);
+
+fn done<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Result<(), tonic::Status> {
+    r.map(drop)
+}
+
+#[tokio::test]
+async fn every_rpc_rejects_bad_input_with_the_right_code() {
+    let driver = Driver::start(&["--mode", "all"]).await;
+    let mut c = driver.controller();
+    let mut n = driver.node();
+    let long = "x".repeat(300);
+    let huge = "y".repeat(5000);
+    let volume = c
+        .create_volume(csi::CreateVolumeRequest {
+            name: "table-vol".into(),
+            volume_capabilities: vec![good_cap()],
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: 16 << 20,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("volume")
+        .into_inner()
+        .volume
+        .expect("volume")
+        .volume_id;
+
+    let cases: Vec<Case> = vec![
+        // CreateVolume
+        (
+            "CreateVolume missing name",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    volume_capabilities: vec![good_cap()],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "name",
+        ),
+        (
+            "CreateVolume oversized name",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: long.clone(),
+                    volume_capabilities: vec![good_cap()],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "name",
+        ),
+        (
+            "CreateVolume control chars in name",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "a\u{0}b".into(),
+                    volume_capabilities: vec![good_cap()],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "name",
+        ),
+        (
+            "CreateVolume no capabilities",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "v".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "volume_capabilities",
+        ),
+        (
+            "CreateVolume unknown access mode",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "v".into(),
+                    volume_capabilities: vec![cap(77, "")],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "access_mode",
+        ),
+        (
+            "CreateVolume UNKNOWN access mode",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "v".into(),
+                    volume_capabilities: vec![cap(0, "")],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "access_mode",
+        ),
+        (
+            "CreateVolume no access type",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "v".into(),
+                    volume_capabilities: vec![csi::VolumeCapability {
+                        access_mode: Some(AccessMode { mode: 1 }),
+                        access_type: None,
+                    }],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "access_type",
+        ),
+        (
+            "CreateVolume unknown fs",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "v".into(),
+                    volume_capabilities: vec![cap(1, "zfs")],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "fs_type",
+        ),
+        (
+            "CreateVolume multi-node",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "v".into(),
+                    volume_capabilities: vec![cap(5, "")],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "volume_capabilities",
+        ),
+        (
+            "CreateVolume required > limit",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "v".into(),
+                    volume_capabilities: vec![good_cap()],
+                    capacity_range: Some(csi::CapacityRange {
+                        required_bytes: 10 << 20,
+                        limit_bytes: 5 << 20,
+                    }),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::OutOfRange,
+            "capacity_range",
+        ),
+        (
+            "CreateVolume negative limit",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "v".into(),
+                    volume_capabilities: vec![good_cap()],
+                    capacity_range: Some(csi::CapacityRange {
+                        required_bytes: 0,
+                        limit_bytes: -1,
+                    }),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "limit_bytes",
+        ),
+        (
+            "CreateVolume xfs below its minimum",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "v-xfs".into(),
+                    volume_capabilities: vec![cap(1, "xfs")],
+                    capacity_range: Some(csi::CapacityRange {
+                        required_bytes: 16 << 20,
+                        limit_bytes: 16 << 20,
+                    }),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::OutOfRange,
+            "limit_bytes",
+        ),
+        (
+            "CreateVolume empty content source",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "v".into(),
+                    volume_capabilities: vec![good_cap()],
+                    volume_content_source: Some(csi::VolumeContentSource { r#type: None }),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "volume_content_source",
+        ),
+        (
+            "CreateVolume empty source snapshot id",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "v".into(),
+                    volume_capabilities: vec![good_cap()],
+                    volume_content_source: Some(csi::VolumeContentSource {
+                        r#type: Some(csi::volume_content_source::Type::Snapshot(
+                            csi::volume_content_source::SnapshotSource {
+                                snapshot_id: String::new(),
+                            },
+                        )),
+                    }),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "snapshot_id",
+        ),
+        (
+            "CreateVolume malformed source snapshot",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "v".into(),
+                    volume_capabilities: vec![good_cap()],
+                    volume_content_source: Some(csi::VolumeContentSource {
+                        r#type: Some(csi::volume_content_source::Type::Snapshot(
+                            csi::volume_content_source::SnapshotSource {
+                                snapshot_id: "../../etc/passwd".into(),
+                            },
+                        )),
+                    }),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "../../etc/passwd",
+        ),
+        (
+            "CreateVolume requisite topology elsewhere",
+            done(
+                c.create_volume(csi::CreateVolumeRequest {
+                    name: "v-topo".into(),
+                    volume_capabilities: vec![good_cap()],
+                    accessibility_requirements: Some(csi::TopologyRequirement {
+                        requisite: vec![csi::Topology {
+                            segments: [(
+                                "topology.snapcsi.dev/node".to_owned(),
+                                "other-node".to_owned(),
+                            )]
+                            .into(),
+                        }],
+                        preferred: vec![],
+                    }),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::ResourceExhausted,
+            "accessibility_requirements",
+        ),
+        // DeleteVolume, ControllerGetVolume, Expand, Validate
+        (
+            "DeleteVolume missing id",
+            done(c.delete_volume(csi::DeleteVolumeRequest::default()).await),
+            Code::InvalidArgument,
+            "volume_id",
+        ),
+        (
+            "DeleteVolume oversized id",
+            done(
+                c.delete_volume(csi::DeleteVolumeRequest {
+                    volume_id: huge.clone(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "volume_id",
+        ),
+        (
+            "ControllerGetVolume malformed id",
+            done(
+                c.controller_get_volume(csi::ControllerGetVolumeRequest {
+                    volume_id: "vol-not-a-uuid".into(),
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "vol-not-a-uuid",
+        ),
+        (
+            "ControllerExpandVolume no range",
+            done(
+                c.controller_expand_volume(csi::ControllerExpandVolumeRequest {
+                    volume_id: volume.clone(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "capacity_range",
+        ),
+        (
+            "ControllerExpandVolume missing volume",
+            done(
+                c.controller_expand_volume(csi::ControllerExpandVolumeRequest {
+                    volume_id: "gone".into(),
+                    capacity_range: Some(csi::CapacityRange {
+                        required_bytes: 1 << 30,
+                        limit_bytes: 0,
+                    }),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "gone",
+        ),
+        (
+            "ControllerExpandVolume beyond limit",
+            done(
+                c.controller_expand_volume(csi::ControllerExpandVolumeRequest {
+                    volume_id: volume.clone(),
+                    capacity_range: Some(csi::CapacityRange {
+                        required_bytes: (32 << 20) + 1,
+                        limit_bytes: 32 << 20,
+                    }),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::OutOfRange,
+            "limit_bytes",
+        ),
+        (
+            "ValidateVolumeCapabilities no caps",
+            done(
+                c.validate_volume_capabilities(csi::ValidateVolumeCapabilitiesRequest {
+                    volume_id: volume.clone(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "volume_capabilities",
+        ),
+        (
+            "ValidateVolumeCapabilities missing volume",
+            done(
+                c.validate_volume_capabilities(csi::ValidateVolumeCapabilitiesRequest {
+                    volume_id: "gone".into(),
+                    volume_capabilities: vec![good_cap()],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "gone",
+        ),
+        // Snapshots
+        (
+            "CreateSnapshot missing name",
+            done(
+                c.create_snapshot(csi::CreateSnapshotRequest {
+                    source_volume_id: volume.clone(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "name",
+        ),
+        (
+            "CreateSnapshot missing source",
+            done(
+                c.create_snapshot(csi::CreateSnapshotRequest {
+                    name: "s".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "source_volume_id",
+        ),
+        (
+            "CreateSnapshot oversized name",
+            done(
+                c.create_snapshot(csi::CreateSnapshotRequest {
+                    name: long.clone(),
+                    source_volume_id: volume.clone(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "name",
+        ),
+        (
+            "CreateSnapshot malformed source",
+            done(
+                c.create_snapshot(csi::CreateSnapshotRequest {
+                    name: "s".into(),
+                    source_volume_id: "vol-%%%".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "vol-%%%",
+        ),
+        (
+            "DeleteSnapshot missing id",
+            done(
+                c.delete_snapshot(csi::DeleteSnapshotRequest::default())
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "snapshot_id",
+        ),
+        (
+            "GetSnapshot missing id",
+            done(c.get_snapshot(csi::GetSnapshotRequest::default()).await),
+            Code::InvalidArgument,
+            "snapshot_id",
+        ),
+        (
+            "GetSnapshot malformed id",
+            done(
+                c.get_snapshot(csi::GetSnapshotRequest {
+                    snapshot_id: "snap-zzz".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "snap-zzz",
+        ),
+        (
+            "ListSnapshots garbage token",
+            done(
+                c.list_snapshots(csi::ListSnapshotsRequest {
+                    starting_token: "\u{1F4A9}garbage".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::Aborted,
+            "starting_token",
+        ),
+        (
+            "ListSnapshots token of a volume list",
+            done(
+                c.list_snapshots(csi::ListSnapshotsRequest {
+                    starting_token:
+                        "c25hcGNzaTE6dm9sLTAxOTkxYWFhLTAwMDAtNzAwMC04MDAwLTAwMDAwMDAwMDAwMA".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::Aborted,
+            "starting_token",
+        ),
+        (
+            "ListSnapshots negative max",
+            done(
+                c.list_snapshots(csi::ListSnapshotsRequest {
+                    max_entries: -3,
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "max_entries",
+        ),
+        (
+            "ListVolumes garbage token",
+            done(
+                c.list_volumes(csi::ListVolumesRequest {
+                    starting_token: "nope".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::Aborted,
+            "starting_token",
+        ),
+        (
+            "ListVolumes negative max",
+            done(
+                c.list_volumes(csi::ListVolumesRequest {
+                    max_entries: -1,
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "max_entries",
+        ),
+        (
+            "GetCapacity unknown capability",
+            done(
+                c.get_capacity(csi::GetCapacityRequest {
+                    volume_capabilities: vec![cap(99, "")],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "access_mode",
+        ),
+        (
+            "ControllerPublishVolume (not offered)",
+            done(
+                c.controller_publish_volume(csi::ControllerPublishVolumeRequest::default())
+                    .await,
+            ),
+            Code::Unimplemented,
+            "not offered",
+        ),
+        // Node
+        (
+            "NodeStageVolume missing id",
+            done(
+                n.node_stage_volume(csi::NodeStageVolumeRequest {
+                    staging_target_path: "/tmp/x".into(),
+                    volume_capability: Some(good_cap()),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "volume_id",
+        ),
+        (
+            "NodeStageVolume missing path",
+            done(
+                n.node_stage_volume(csi::NodeStageVolumeRequest {
+                    volume_id: volume.clone(),
+                    volume_capability: Some(good_cap()),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "staging_target_path",
+        ),
+        (
+            "NodeStageVolume missing capability",
+            done(
+                n.node_stage_volume(csi::NodeStageVolumeRequest {
+                    volume_id: volume.clone(),
+                    staging_target_path: "/tmp/x".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "volume_capability",
+        ),
+        (
+            "NodeStageVolume NUL in path",
+            done(
+                n.node_stage_volume(csi::NodeStageVolumeRequest {
+                    volume_id: volume.clone(),
+                    staging_target_path: "/tmp/a\u{0}b".into(),
+                    volume_capability: Some(good_cap()),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "staging_target_path",
+        ),
+        (
+            "NodeStageVolume unknown volume",
+            done(
+                n.node_stage_volume(csi::NodeStageVolumeRequest {
+                    volume_id: "vol-gone".into(),
+                    staging_target_path: "/tmp/x".into(),
+                    volume_capability: Some(good_cap()),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "vol-gone",
+        ),
+        (
+            "NodePublishVolume missing target",
+            done(
+                n.node_publish_volume(csi::NodePublishVolumeRequest {
+                    volume_id: volume.clone(),
+                    staging_target_path: "/tmp/x".into(),
+                    volume_capability: Some(good_cap()),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "target_path",
+        ),
+        (
+            "NodePublishVolume oversized path",
+            done(
+                n.node_publish_volume(csi::NodePublishVolumeRequest {
+                    volume_id: volume.clone(),
+                    staging_target_path: "/tmp/x".into(),
+                    target_path: huge.clone(),
+                    volume_capability: Some(good_cap()),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "target_path",
+        ),
+        (
+            "NodePublishVolume not staged",
+            done(
+                n.node_publish_volume(csi::NodePublishVolumeRequest {
+                    volume_id: volume.clone(),
+                    staging_target_path: "/nonexistent/stage".into(),
+                    target_path: "/nonexistent/target".into(),
+                    volume_capability: Some(good_cap()),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::FailedPrecondition,
+            "staging_target_path",
+        ),
+        (
+            "NodeUnpublishVolume missing id",
+            done(
+                n.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+                    target_path: "/tmp/x".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "volume_id",
+        ),
+        (
+            "NodeUnstageVolume missing path",
+            done(
+                n.node_unstage_volume(csi::NodeUnstageVolumeRequest {
+                    volume_id: volume.clone(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "staging_target_path",
+        ),
+        (
+            "NodeGetVolumeStats missing path",
+            done(
+                n.node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
+                    volume_id: volume.clone(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "volume_path",
+        ),
+        (
+            "NodeGetVolumeStats path missing",
+            done(
+                n.node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
+                    volume_id: volume.clone(),
+                    volume_path: "/nonexistent/path".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "volume_path",
+        ),
+        (
+            "NodeExpandVolume missing path",
+            done(
+                n.node_expand_volume(csi::NodeExpandVolumeRequest {
+                    volume_id: volume.clone(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "volume_path",
+        ),
+        (
+            "NodeExpandVolume unknown capability",
+            done(
+                n.node_expand_volume(csi::NodeExpandVolumeRequest {
+                    volume_id: volume.clone(),
+                    volume_path: "/tmp".into(),
+                    volume_capability: Some(cap(42, "")),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "access_mode",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, result, code, field) in &cases {
+        match result {
+            Ok(()) => failures.push(format!("{name}: succeeded, expected {code:?}")),
+            Err(status) => {
+                if status.code() == Code::Internal {
+                    failures.push(format!(
+                        "{name}: INTERNAL for a caller's mistake: {status:?}"
+                    ));
+                } else if status.code() != *code || !status.message().contains(field) {
+                    failures.push(format!(
+                        "{name}: got {:?} {:?}, expected {code:?} naming {field:?}",
+                        status.code(),
+                        status.message()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    println!(
+        "bad input: {} rows, every one answered with the expected code and field",
+        cases.len()
+    );
+}
