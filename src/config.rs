@@ -221,7 +221,8 @@ fn key_at(text: &str, at: usize) -> String {
     let key = full
         .split_once('=')
         .map(|(k, _)| k.trim().to_owned())
-        .filter(|k| !k.starts_with('['));
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let table = table.filter(|t| !t.is_empty());
     match (table, key) {
         (Some(t), Some(k)) => format!("{t}.{k}"),
         (Some(t), None) => t,
