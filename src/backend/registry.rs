@@ -560,10 +560,30 @@ pub fn build(
                     s.capacity.map(|b| b.0),
                 ))
             }
+            "softlayer" => {
+                let s: crate::backend::softlayer::SoftLayerConfig = section(file, name, table)?;
+                Arc::new(
+                    crate::backend::softlayer::SoftLayerBackend::new(&s, config.cluster_id.clone())
+                        .map_err(|m| error(format!("backends.{name}"), m))?,
+                )
+            }
+            "deltacloud" => {
+                let s: crate::backend::deltacloud::DeltacloudConfig = section(file, name, table)?;
+                Arc::new(
+                    crate::backend::deltacloud::DeltacloudBackend::new(
+                        &s,
+                        config.cluster_id.clone(),
+                    )
+                    .map_err(|m| error(format!("backends.{name}"), m))?,
+                )
+            }
             other => {
                 return Err(error(
                     format!("backends.{name}.type"),
-                    format!("unknown backend type {other:?} (known: local, memory)"),
+                    format!(
+                        "unknown backend type {other:?} (known: local, memory, softlayer, \
+                         deltacloud)"
+                    ),
                 ));
             }
         };
