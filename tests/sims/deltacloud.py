@@ -25,7 +25,8 @@ carry `state` (CREATING -> AVAILABLE) in both formats.
 Control endpoint for tests (no auth, not part of Deltacloud):
   POST /_control  {"fail": [{"status": 500, "count": 1}], "delay_ms": 0,
                    "pending_seconds": 0.0, "stuck": false, "error_next": false,
-                   "ready_state": "completed", "pending_state": "pending"}
+                   "ready_state": "completed", "pending_state": "pending",
+                   "keep_descriptions": true}  (false: play a driver that drops them)
   GET  /_control  counters; POST /_control/reset drops everything.
 
 Usage: deltacloud.py --port 0 [--username U] [--password P] [--driver ec2]
@@ -76,6 +77,7 @@ class State:
         self.error_next = False
         self.ready_state = "completed"
         self.pending_state = "pending"
+        self.keep_descriptions = True
         self.calls = {}
 
     def new_id(self, prefix):
@@ -242,14 +244,14 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(200, b"{}", "application/json")
             if path == "/_control" and verb == "POST":
                 known = {"fail", "delay_ms", "pending_seconds", "stuck", "error_next",
-                         "ready_state", "pending_state"}
+                         "ready_state", "pending_state", "keep_descriptions"}
                 unknown = set(spec) - known
                 if unknown:
                     raise Fault(400, "bad_request", f"unknown control fields {sorted(unknown)}")
                 if "fail" in spec:
                     state.faults = [{"count": 1, **f} for f in spec["fail"]]
                 for key in ("delay_ms", "pending_seconds", "stuck", "error_next",
-                            "ready_state", "pending_state"):
+                            "ready_state", "pending_state", "keep_descriptions"):
                     if key in spec:
                         setattr(state, key, spec[key])
                 return self.send(200, b"{}", "application/json")
@@ -357,7 +359,7 @@ class Handler(BaseHTTPRequestHandler):
         sid = state.new_id("snap")
         snap = {
             "id": sid,
-            "description": form.get("description"),
+            "description": form.get("description") if state.keep_descriptions else None,
             "created": created_text(),
             "volume": volume["id"],
             "size": volume["capacity"],
@@ -404,7 +406,7 @@ class Handler(BaseHTTPRequestHandler):
         vid = state.new_id("vol")
         volume = {
             "id": vid,
-            "description": form.get("description"),
+            "description": form.get("description") if state.keep_descriptions else None,
             "created": created_text(),
             "capacity": gb,
             "realm": realm,

@@ -307,7 +307,12 @@ impl Backend for SoftLayerBackend {
         Ok(None)
     }
 
-    async fn delete_volume(&self, _id: &VolumeId) -> BackendResult<()> {
+    async fn delete_volume(&self, id: &VolumeId) -> BackendResult<()> {
+        // Deleting what does not exist succeeds, as for every backend; an existing volume
+        // is not this driver's to cancel.
+        if self.get_volume(id).await?.is_none() {
+            return Ok(());
+        }
         Err(BackendError::new(
             ErrorKind::Unsupported,
             "the softlayer backend does not cancel volumes (billing items are not supported)",
