@@ -642,6 +642,32 @@ mod tests {
     }
 
     #[test]
+    fn cloud_sections_build_and_name_their_keys() {
+        let config = crate::config::FileConfig::parse(
+            "t.toml",
+            "default_backend = \"sl\"\n[backends.sl]\ntype = \"softlayer\"\nusername = \"u\"\n\
+             api_key = \"k\"\n[backends.dc]\ntype = \"deltacloud\"\n\
+             endpoint = \"http://127.0.0.1:1/api\"\nusername = \"u\"\npassword = \"p\"\n\
+             driver = \"ec2\"\n",
+        )
+        .expect("config");
+        let registry = build("t.toml", &config).expect("registry");
+        let kinds: Vec<&str> = registry
+            .instances()
+            .iter()
+            .map(|i| i.backend.kind())
+            .collect();
+        assert_eq!(kinds, ["deltacloud", "softlayer"]);
+        let config = crate::config::FileConfig::parse(
+            "t.toml",
+            "[backends.sl]\ntype = \"softlayer\"\nusername = \"u\"\n",
+        )
+        .expect("parses");
+        let err = build("t.toml", &config).err().expect("missing api_key");
+        assert!(err.to_string().contains("api_key"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_and_types_are_named() {
         let config = crate::config::FileConfig::parse(
             "t.toml",

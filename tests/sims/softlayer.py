@@ -309,7 +309,6 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def send_fault(self, fault):
-        headers = {}
         self.send_json(fault.status, {"error": fault.message, "code": fault.code})
 
     def read_body(self):
@@ -355,7 +354,6 @@ class Handler(BaseHTTPRequestHandler):
             if delay:
                 time.sleep(delay / 1000.0)
             if fault is not None:
-                headers = {}
                 if fault["status"] == 429:
                     raise Fault(429, "Rate limit exceeded",
                                 "SoftLayer_Exception_WebService_RateLimitExceeded")
