@@ -17,6 +17,10 @@
 #   SANITY_SKIP_NODE     1 = skip csi-sanity's Node Service specs (cloud backends have no
 #                        attach path here; the driver still serves a Node service with no
 #                        capabilities, which csi-sanity's cleanup calls)
+#   SANITY_VOLUME_SIZE   --csi.testvolumesize in bytes (default 64 MiB; a backend that sizes
+#                        volumes in whole GiB needs 1073741824, or csi-sanity's specs
+#                        that set limit_bytes = required_bytes cannot be met)
+#   SANITY_EXPAND_SIZE   --csi.testvolumeexpandsize in bytes (default: twice the volume size)
 #   RUST_LOG             passed to the driver (default: info; NO_COLOR=1 is set)
 #
 # Needs root (loop devices, mount). Exits non-zero if any spec failed, the
@@ -51,8 +55,8 @@ if [[ ${SANITY_SKIP_NODE:-0} == 1 ]]; then
     mode_args=(-ginkgo.skip="Node Service")
 fi
 sanity_timeout=${SANITY_TIMEOUT:-20m}
-volume_size=$((64 * 1024 * 1024))
-expand_size=$((128 * 1024 * 1024))
+volume_size=${SANITY_VOLUME_SIZE:-$((64 * 1024 * 1024))}
+expand_size=${SANITY_EXPAND_SIZE:-$((2 * volume_size))}
 socket_wait=30
 
 # State of the run in progress, for the EXIT trap.

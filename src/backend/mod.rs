@@ -6,9 +6,11 @@
 //! tokens, request validation — live above it, in `crate::ops` and `crate::csi`, once.
 
 pub mod conformance;
+pub mod deltacloud;
 pub mod local;
 pub mod memory;
 pub mod registry;
+pub mod softlayer;
 pub mod types;
 
 pub use types::{

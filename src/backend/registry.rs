@@ -560,10 +560,30 @@ pub fn build(
                     s.capacity.map(|b| b.0),
                 ))
             }
+            "softlayer" => {
+                let s: crate::backend::softlayer::SoftLayerConfig = section(file, name, table)?;
+                Arc::new(
+                    crate::backend::softlayer::SoftLayerBackend::new(&s, config.cluster_id.clone())
+                        .map_err(|m| error(format!("backends.{name}"), m))?,
+                )
+            }
+            "deltacloud" => {
+                let s: crate::backend::deltacloud::DeltacloudConfig = section(file, name, table)?;
+                Arc::new(
+                    crate::backend::deltacloud::DeltacloudBackend::new(
+                        &s,
+                        config.cluster_id.clone(),
+                    )
+                    .map_err(|m| error(format!("backends.{name}"), m))?,
+                )
+            }
             other => {
                 return Err(error(
                     format!("backends.{name}.type"),
-                    format!("unknown backend type {other:?} (known: local, memory)"),
+                    format!(
+                        "unknown backend type {other:?} (known: local, memory, softlayer, \
+                         deltacloud)"
+                    ),
                 ));
             }
         };
@@ -619,6 +639,32 @@ mod tests {
             .expect_err("unknown instance");
         assert_eq!(err.kind, ErrorKind::InvalidArgument);
         assert!(err.message.contains("zz"));
+    }
+
+    #[test]
+    fn cloud_sections_build_and_name_their_keys() {
+        let config = crate::config::FileConfig::parse(
+            "t.toml",
+            "default_backend = \"sl\"\n[backends.sl]\ntype = \"softlayer\"\nusername = \"u\"\n\
+             api_key = \"k\"\n[backends.dc]\ntype = \"deltacloud\"\n\
+             endpoint = \"http://127.0.0.1:1/api\"\nusername = \"u\"\npassword = \"p\"\n\
+             driver = \"ec2\"\n",
+        )
+        .expect("config");
+        let registry = build("t.toml", &config).expect("registry");
+        let kinds: Vec<&str> = registry
+            .instances()
+            .iter()
+            .map(|i| i.backend.kind())
+            .collect();
+        assert_eq!(kinds, ["deltacloud", "softlayer"]);
+        let config = crate::config::FileConfig::parse(
+            "t.toml",
+            "[backends.sl]\ntype = \"softlayer\"\nusername = \"u\"\n",
+        )
+        .expect("parses");
+        let err = build("t.toml", &config).err().expect("missing api_key");
+        assert!(err.to_string().contains("api_key"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,255 @@
+//! The Deltacloud backend against its strict simulator (tests/sims/deltacloud.py): the shared
+//! conformance suite (volumes, snapshots, restore, paging), and the behaviours particular to
+//! Deltacloud: state words, name lookup through the description marker across a restart,
+//! drivers that drop descriptions, faults, credentials, the list cap.
+
+mod sim;
+
+use sim::Sim;
+use snapcsi::backend::deltacloud::{DeltacloudBackend, DeltacloudConfig};
+use snapcsi::backend::{Backend, CreateSnapshot, ErrorKind, PageRequest, VolumeId, conformance};
+use snapcsi::http::HttpSettings;
+use snapcsi::ops::{Ops, SizeRange};
+use snapcsi::secret::{Secret, Secrets};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tonic::Code;
+
+const USER: &str = "dc-user";
+const PASSWORD: &str = "dc-password-test";
+
+fn start() -> Option<Sim> {
+    Sim::start(
+        "deltacloud.py",
+        &[
+            "--username",
+            USER,
+            "--password",
+            PASSWORD,
+            "--driver",
+            "ec2",
+            "--provider",
+            "us-east-1",
+            "--realm",
+            "us-east-1a",
+        ],
+    )
+}
+
+fn config(sim: &Sim, password: &str) -> DeltacloudConfig {
+    DeltacloudConfig {
+        endpoint: format!("{}/api", sim.base()),
+        username: USER.into(),
+        password: Secret::new(password),
+        driver: Some("ec2".into()),
+        provider: Some("us-east-1".into()),
+        realm_id: Some("us-east-1a".into()),
+        max_list_items: 10_000,
+        http: HttpSettings {
+            backoff_base_ms: 10,
+            backoff_cap_ms: 50,
+            ..HttpSettings::default()
+        },
+    }
+}
+
+fn backend_with(config: &DeltacloudConfig) -> Arc<dyn Backend> {
+    Arc::new(DeltacloudBackend::new(config, Some("test-cluster".into())).expect("backend"))
+}
+
+fn backend(sim: &Sim) -> Arc<dyn Backend> {
+    backend_with(&config(sim, PASSWORD))
+}
+
+fn request(name: &str, volume: &VolumeId) -> CreateSnapshot {
+    CreateSnapshot {
+        name: name.into(),
+        source_volume_id: volume.clone(),
+        parameters: BTreeMap::new(),
+    }
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, snapcsi::error::Error>) -> Code {
+    r.expect_err("expected an error").code()
+}
+
+async fn new_volume(ops: &Ops, name: &str) -> VolumeId {
+    ops.create_volume(
+        name,
+        SizeRange {
+            required: 1 << 30,
+            limit: 0,
+        },
+        None,
+        BTreeMap::new(),
+        0,
+    )
+    .await
+    .expect("create volume")
+    .id
+}
+
+#[tokio::test]
+async fn deltacloud_conforms() {
+    let Some(sim) = start() else { return };
+    let passed = conformance::run(backend(&sim), "dc").await;
+    assert_eq!(passed, Ok(9), "{passed:?}");
+}
+
+#[tokio::test]
+async fn deltacloud_conforms_with_slow_upper_case_states() {
+    let Some(sim) = start() else { return };
+    sim.control(
+        "/_control",
+        serde_json::json!({"pending_seconds": 0.3, "ready_state": "COMPLETED",
+                           "pending_state": "PENDING"}),
+    )
+    .await;
+    let passed = conformance::run(backend(&sim), "dc-slow").await;
+    assert_eq!(passed, Ok(9), "{passed:?}");
+}
+
+#[tokio::test]
+async fn pending_then_ready_and_a_restart_never_duplicates() {
+    let Some(sim) = start() else { return };
+    let first = Ops::new(backend(&sim), 1 << 30);
+    let volume = new_volume(&first, "v").await;
+    sim.control("/_control", serde_json::json!({"pending_seconds": 0.5}))
+        .await;
+    let pending = first
+        .create_snapshot(request("s", &volume))
+        .await
+        .expect("create");
+    assert!(!pending.ready, "ready while the cloud says pending");
+    assert_eq!(pending.size_bytes, 1 << 30);
+    // A new process finds the snapshot through the description marker.
+    let restarted = Ops::new(backend(&sim), 1 << 30);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let done = restarted
+        .create_snapshot(request("s", &volume))
+        .await
+        .expect("repeat");
+    assert_eq!(done.id, pending.id);
+    assert!(done.ready);
+    assert_eq!(sim.calls("POST /api/storage_snapshots").await, 1);
+    // Same for volumes.
+    let again = new_volume(&restarted, "v").await;
+    assert_eq!(again, volume);
+    assert_eq!(sim.calls("POST /api/storage_volumes").await, 1);
+}
+
+#[tokio::test]
+async fn an_error_state_is_a_clear_error() {
+    let Some(sim) = start() else { return };
+    let ops = Ops::new(backend(&sim), 1 << 30);
+    let volume = new_volume(&ops, "v").await;
+    sim.control("/_control", serde_json::json!({"error_next": true}))
+        .await;
+    let err = ops
+        .create_snapshot(request("broken", &volume))
+        .await
+        .expect_err("error state");
+    assert!(err.to_string().contains("\"error\""), "{err}");
+    // The sidecar's next call finds it by name and gets the same clear error, no duplicate.
+    let again = ops
+        .create_snapshot(request("broken", &volume))
+        .await
+        .expect_err("still error");
+    assert!(again.to_string().contains("state"), "{again}");
+    assert_eq!(sim.calls("POST /api/storage_snapshots").await, 1);
+}
+
+#[tokio::test]
+async fn a_driver_that_drops_descriptions_is_refused_without_leftovers() {
+    let Some(sim) = start() else { return };
+    let ops = Ops::new(backend(&sim), 1 << 30);
+    let volume = new_volume(&ops, "v").await;
+    sim.control("/_control", serde_json::json!({"keep_descriptions": false}))
+        .await;
+    assert_eq!(
+        code(ops.create_snapshot(request("s", &volume)).await),
+        Code::Unimplemented
+    );
+    let (left, _) = ops
+        .list_snapshots(None, &Default::default(), 0, "")
+        .await
+        .expect("list");
+    assert!(
+        left.is_empty(),
+        "the unfindable snapshot was left: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn faults_credentials_driver_and_cap() {
+    let Some(sim) = start() else { return };
+    let ops = Ops::new(backend(&sim), 1 << 30);
+    let volume = new_volume(&ops, "v").await;
+    // Reads are retried through 503 and 502.
+    sim.control(
+        "/_control",
+        serde_json::json!({"fail": [{"status": 503}, {"status": 502}]}),
+    )
+    .await;
+    ops.get_volume(&volume).await.expect("retried");
+    // A create is sent once: a 500 (backend error) is UNAVAILABLE, and the retry works.
+    sim.control("/_control", serde_json::json!({"fail": [{"status": 500}]}))
+        .await;
+    assert_eq!(
+        code(ops.create_snapshot(request("f", &volume)).await),
+        Code::Unavailable
+    );
+    ops.create_snapshot(request("f", &volume))
+        .await
+        .expect("second try");
+    // A slow server beyond the timeout is UNAVAILABLE.
+    let mut slow = config(&sim, PASSWORD);
+    slow.http.timeout_seconds = 1;
+    slow.http.max_attempts = 1;
+    sim.control("/_control", serde_json::json!({"delay_ms": 1500}))
+        .await;
+    let err = backend_with(&slow).health().await.expect_err("timeout");
+    assert_eq!(err.kind, ErrorKind::Unavailable);
+    sim.control("/_control", serde_json::json!({"delay_ms": 0}))
+        .await;
+
+    // Wrong password: UNAUTHENTICATED without the password in the message.
+    let wrong = backend_with(&config(&sim, "not-the-password-xyz"));
+    let err = wrong.health().await.expect_err("refused");
+    assert_eq!(err.kind, ErrorKind::Unauthorized);
+    assert!(!err.message.contains("not-the-password-xyz"));
+    let scoped = wrong
+        .with_secrets(&Secrets::from_map(
+            [
+                ("username".to_owned(), USER.to_owned()),
+                ("password".to_owned(), PASSWORD.to_owned()),
+            ]
+            .into(),
+        ))
+        .expect("secrets")
+        .expect("scoped");
+    scoped.health().await.expect("request secrets work");
+    // Another driver than the server runs: the server's 400 is INVALID_ARGUMENT.
+    let mut other = config(&sim, PASSWORD);
+    other.driver = Some("openstack".into());
+    let err = backend_with(&other).health().await.expect_err("bad driver");
+    assert_eq!(err.kind, ErrorKind::InvalidArgument);
+    assert!(err.message.contains("openstack"), "{}", err.message);
+
+    // Deltacloud has no paging: past max_list_items the backend says so.
+    new_volume(&ops, "w").await;
+    let mut capped = config(&sim, PASSWORD);
+    capped.max_list_items = 1;
+    let err = backend_with(&capped)
+        .list_volumes(&PageRequest {
+            cursor: None,
+            max_entries: 10,
+        })
+        .await
+        .expect_err("cap");
+    assert!(err.message.contains("max_list_items"), "{}", err.message);
+
+    // Not offered: clone and expand.
+    let caps = ops.backend().capabilities();
+    assert!(caps.restore_snapshot && !caps.clone_volume && !caps.expand_volume);
+}
