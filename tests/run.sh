@@ -10,6 +10,8 @@
 #   test     cargo test   (unit, integration and doc tests)
 #   build    cargo build  (the debug binary csi-sanity drives)
 #   sanity   tests/csi-sanity.sh (csi-sanity, mount and block access types)
+#   sanity-* tests/sanity-<backend>.sh (csi-sanity Controller+Identity per cloud backend)
+#   e2e      tests/k8s/e2e.sh (real kube-apiserver + sidecars, VolumeSnapshot scenario)
 #
 # A failing fmt, clippy or test phase does not stop the later ones, so one run
 # reports everything; a failing prereqs phase stops the run, and a failing
@@ -126,6 +128,9 @@ if phase build cargo build; then
         phase "$name" env SNAPCSI_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/snapcsi" \
             "$script" || true
     done
+    # Kubernetes for real: builds etcd, kube-apiserver, the sidecars (cached by version) and
+    # runs the VolumeSnapshot scenario on them.
+    phase e2e "$root/tests/k8s/e2e.sh" || true
 else
     skip sanity "build failed"
 fi
