@@ -9,6 +9,7 @@ pub mod conformance;
 pub mod local;
 pub mod memory;
 pub mod registry;
+pub mod scp;
 pub mod types;
 
 pub use types::{

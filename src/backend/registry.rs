@@ -560,10 +560,21 @@ pub fn build(
                     s.capacity.map(|b| b.0),
                 ))
             }
+            "scp" => {
+                let s: crate::backend::scp::ScpConfig = section(file, name, table)?;
+                Arc::new(
+                    crate::backend::scp::ScpBackend::new(
+                        s,
+                        config.cluster_id.clone(),
+                        crate::backend::scp::time::Date::today(),
+                    )
+                    .map_err(|e| error(format!("backends.{name}.{}", e.key), e.message))?,
+                )
+            }
             other => {
                 return Err(error(
                     format!("backends.{name}.type"),
-                    format!("unknown backend type {other:?} (known: local, memory)"),
+                    format!("unknown backend type {other:?} (known: local, memory, scp)"),
                 ));
             }
         };
