@@ -101,7 +101,10 @@ impl Sim {
             .send()
             .await
             .expect("control call");
-        assert!(response.status().is_success(), "control {path}: {response:?}");
+        assert!(
+            response.status().is_success(),
+            "control {path}: {response:?}"
+        );
     }
 
     async fn stats(&self) -> serde_json::Value {
@@ -125,12 +128,7 @@ fn config(endpoint: &str, extra: &str) -> ScpConfig {
 }
 
 fn build(endpoint: &str, extra: &str, cluster: Option<&str>) -> ScpBackend {
-    ScpBackend::new(
-        config(endpoint, extra),
-        cluster.map(str::to_owned),
-        TODAY,
-    )
-    .expect("backend")
+    ScpBackend::new(config(endpoint, extra), cluster.map(str::to_owned), TODAY).expect("backend")
 }
 
 fn code(error: BackendError) -> (Code, String) {
@@ -414,7 +412,10 @@ async fn tampered_requests_are_refused_and_surface_as_unauthenticated() {
         let (code, message) = code(err);
         assert_eq!(code, Code::Unauthenticated, "{what}: {message}");
         assert!(message.contains("unauthenticated"), "{what}: {message}");
-        assert!(!message.contains(SK), "{what}: the secret leaked: {message}");
+        assert!(
+            !message.contains(SK),
+            "{what}: the secret leaked: {message}"
+        );
         let after = sim.stats().await["rejected"]["401"].as_u64().unwrap_or(0);
         assert_eq!(after, before + 1, "{what}: the simulator did not refuse it");
     }
@@ -465,7 +466,14 @@ async fn the_simulator_is_strict() {
     };
     let now = signer::timestamp_now;
     // A correct hand-signed request passes: the checks below fail for their own reason.
-    let (status, body) = raw(&sim, reqwest::Method::GET, "/v1/snapshots?limit=1", now(), None).await;
+    let (status, body) = raw(
+        &sim,
+        reqwest::Method::GET,
+        "/v1/snapshots?limit=1",
+        now(),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     // Timestamp older than the 15 minute window.
     let old = (now().parse::<u64>().expect("ms") - 16 * 60 * 1000).to_string();
@@ -497,8 +505,16 @@ async fn the_simulator_is_strict() {
             "must be bool",
         ),
         ("application/json", r#"{"name":"x"}"#, "is required"),
-        ("application/json", r#"{"name":1,"volume_id":"v"}"#, "must be str"),
-        ("text/plain", r#"{"name":"x","volume_id":"v"}"#, "Content-Type"),
+        (
+            "application/json",
+            r#"{"name":1,"volume_id":"v"}"#,
+            "must be str",
+        ),
+        (
+            "text/plain",
+            r#"{"name":"x","volume_id":"v"}"#,
+            "Content-Type",
+        ),
         (
             "application/json; charset=latin-1",
             r#"{"name":"x","volume_id":"v"}"#,
@@ -513,9 +529,23 @@ async fn the_simulator_is_strict() {
         let parsed: serde_json::Value = serde_json::from_str(&body).expect("SCP-style body");
         assert!(parsed["code"].is_string() && parsed["message"].is_string());
     }
-    let (status, body) = raw(&sim, reqwest::Method::GET, "/v1/volumes?colour=red", now(), None).await;
+    let (status, body) = raw(
+        &sim,
+        reqwest::Method::GET,
+        "/v1/volumes?colour=red",
+        now(),
+        None,
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = raw(&sim, reqwest::Method::GET, "/v1/volumes?limit=x", now(), None).await;
+    let (status, body) = raw(
+        &sim,
+        reqwest::Method::GET,
+        "/v1/volumes?limit=x",
+        now(),
+        None,
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
 }
 
@@ -536,7 +566,10 @@ async fn injected_faults_are_retried_or_surfaced_clearly() {
         serde_json::json!({"status": 503, "count": 2, "method": "GET", "path": "/v1/volumes"}),
     )
     .await;
-    backend.list_volumes(&page).await.expect("retried through 503s");
+    backend
+        .list_volumes(&page)
+        .await
+        .expect("retried through 503s");
     assert_eq!(sim.stats().await["faults_fired"], 2);
 
     // A 500 is not retried and becomes UNAVAILABLE with the service's words.
@@ -566,11 +599,8 @@ async fn injected_faults_are_retried_or_surfaced_clearly() {
 
     // A slow answer beyond the timeout: UNAVAILABLE, "timed out".
     sim.control("reset", serde_json::json!({})).await;
-    sim.control(
-        "fault",
-        serde_json::json!({"delay": 2.5, "count": 1}),
-    )
-    .await;
+    sim.control("fault", serde_json::json!({"delay": 2.5, "count": 1}))
+        .await;
     let impatient = build(
         &sim.url(),
         &format!("{FAST_HTTP}timeout_seconds = 1\nmax_attempts = 1\n"),
@@ -618,11 +648,18 @@ async fn credentials_from_request_secrets() {
         cursor: None,
         max_entries: 1,
     };
-    let bare: ScpConfig =
-        toml::from_str(&format!("endpoint = \"{}\"", sim.url())).expect("config");
+    let bare: ScpConfig = toml::from_str(&format!("endpoint = \"{}\"", sim.url())).expect("config");
     let backend = ScpBackend::new(bare, None, TODAY).expect("no credentials is allowed");
-    backend.health().await.expect("nothing to check without credentials");
-    let (c, message) = code(backend.list_volumes(&page).await.expect_err("no credentials"));
+    backend
+        .health()
+        .await
+        .expect("nothing to check without credentials");
+    let (c, message) = code(
+        backend
+            .list_volumes(&page)
+            .await
+            .expect_err("no credentials"),
+    );
     assert_eq!(c, Code::Unauthenticated, "{message}");
     assert!(message.contains("no credentials"), "{message}");
 
@@ -643,10 +680,16 @@ async fn credentials_from_request_secrets() {
         ]))
         .expect("valid secrets")
         .expect("a scoped backend");
-    scoped.list_volumes(&page).await.expect("request credentials work");
+    scoped
+        .list_volumes(&page)
+        .await
+        .expect("request credentials work");
 
     let wrong = backend
-        .with_secrets(&secrets(&[("access_key", AK2), ("secret_key", "not-the-key")]))
+        .with_secrets(&secrets(&[
+            ("access_key", AK2),
+            ("secret_key", "not-the-key"),
+        ]))
         .expect("valid shape")
         .expect("scoped");
     let (c, message) = code(wrong.list_volumes(&page).await.expect_err("wrong key"));
@@ -691,8 +734,11 @@ async fn bad_cursors_are_invalid_cursors() {
 
 #[test]
 fn setup_errors_name_their_key() {
-    let missing: ScpConfig = toml::from_str("access_key = \"a\"\nsecret_key = \"b\"").expect("toml");
-    let err: SetupError = ScpBackend::new(missing, None, TODAY).err().expect("no endpoint");
+    let missing: ScpConfig =
+        toml::from_str("access_key = \"a\"\nsecret_key = \"b\"").expect("toml");
+    let err: SetupError = ScpBackend::new(missing, None, TODAY)
+        .err()
+        .expect("no endpoint");
     assert_eq!(err.key, "endpoint");
     let half: ScpConfig =
         toml::from_str("endpoint = \"https://x.example\"\naccess_key = \"a\"").expect("toml");

@@ -30,8 +30,10 @@ pub fn from_status(operation: &str, status: u16, body: &[u8]) -> BackendError {
         _ => ErrorKind::Internal,
     };
     let what = match status {
-        401 => "request refused as unauthenticated (check access_key, secret_key, account_id \
-                and the clock)",
+        401 => {
+            "request refused as unauthenticated (check access_key, secret_key, account_id \
+                and the clock)"
+        }
         403 => "request refused: not permitted",
         429 => "rate limited",
         _ => "request failed",
@@ -125,6 +127,9 @@ mod tests {
         let nested = cloud_message(br#"{"errors":[{"detail":"nope"}]}"#);
         assert_eq!(nested, "nope");
         assert_eq!(cloud_message(b"plain text\n"), "plain text");
-        assert_eq!(cloud_message(&[b'x'; 1000]).chars().count(), MAX_MESSAGE + 1);
+        assert_eq!(
+            cloud_message(&[b'x'; 1000]).chars().count(),
+            MAX_MESSAGE + 1
+        );
     }
 }

@@ -21,7 +21,7 @@ use crate::backend::{
     Page, PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
 };
 use crate::http::{HttpClient, Idempotency};
-use crate::secret::{Secret, Secrets};
+use crate::secret::Secrets;
 use async_trait::async_trait;
 use client::{
     Answer, Credentials, ScpClient, SnapshotCreateRequest, SnapshotDetail, SnapshotList,
@@ -134,7 +134,10 @@ impl ScpBackend {
         let credentials = match (config.access_key, config.secret_key) {
             (Some(access_key), Some(secret_key)) => {
                 if access_key.is_empty() || secret_key.is_empty() {
-                    return Err(setup("access_key", "access_key and secret_key must not be empty".into()));
+                    return Err(setup(
+                        "access_key",
+                        "access_key and secret_key must not be empty".into(),
+                    ));
                 }
                 Some(Arc::new(Credentials {
                     access_key,
@@ -232,7 +235,13 @@ impl ScpBackend {
     async fn delete_one(&self, operation: &'static str, segments: &[&str]) -> BackendResult<()> {
         let url = self.client().url(segments, &[]);
         let (answer, credentials) = self
-            .call(operation, Idempotency::Idempotent, Method::DELETE, url, None)
+            .call(
+                operation,
+                Idempotency::Idempotent,
+                Method::DELETE,
+                url,
+                None,
+            )
             .await?;
         match answer.status {
             200..=299 | 404 => Ok(()),
@@ -480,7 +489,7 @@ impl Backend for ScpBackend {
             credentials: Some(Arc::new(Credentials {
                 access_key,
                 secret_key,
-                account_id: account_id.filter(|a| !a.is_empty()).map(Secret::clone),
+                account_id: account_id.filter(|a| !a.is_empty()).cloned(),
             })),
         })))
     }
@@ -584,7 +593,13 @@ impl Backend for ScpBackend {
             .url(&["v1", "volumes", id.as_str(), "size"], &[]);
         let operation = "extend volume";
         let (answer, credentials) = self
-            .call(operation, Idempotency::Idempotent, Method::PUT, url, Some(body))
+            .call(
+                operation,
+                Idempotency::Idempotent,
+                Method::PUT,
+                url,
+                Some(body),
+            )
             .await?;
         match answer.status {
             200..=299 => {
@@ -593,7 +608,9 @@ impl Backend for ScpBackend {
                     .unwrap_or(size);
                 gib_to_bytes(answered.max(size))
             }
-            404 => Err(BackendError::not_found(format!("volume {id} does not exist"))),
+            404 => Err(BackendError::not_found(format!(
+                "volume {id} does not exist"
+            ))),
             _ => Err(self.client().failure(credentials, operation, &answer)),
         }
     }

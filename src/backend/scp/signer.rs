@@ -127,7 +127,13 @@ mod tests {
     #[test]
     fn matches_independently_computed_vectors() {
         for v in &VECTORS {
-            assert_eq!(sign(v.secret_key, &input(v)), v.expected, "{} {}", v.method, v.url);
+            assert_eq!(
+                sign(v.secret_key, &input(v)),
+                v.expected,
+                "{} {}",
+                v.method,
+                v.url
+            );
         }
     }
 
