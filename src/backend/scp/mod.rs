@@ -611,6 +611,17 @@ impl Backend for ScpBackend {
             404 => Err(BackendError::not_found(format!(
                 "volume {id} does not exist"
             ))),
+            // A PUT repeated after its lost answer is refused ("not greater than the current
+            // size"); if the volume already has the size, the expansion did happen.
+            400 => {
+                let failure = self.client().failure(credentials, operation, &answer);
+                match self.get_volume(id).await {
+                    Ok(Some(volume)) if volume.size_bytes >= new_size_bytes => {
+                        Ok(volume.size_bytes)
+                    }
+                    _ => Err(failure),
+                }
+            }
             _ => Err(self.client().failure(credentials, operation, &answer)),
         }
     }
