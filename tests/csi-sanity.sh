@@ -14,6 +14,8 @@
 #   SANITY_KEEP_TMP      1 = keep the temporary directories even on success
 #   SANITY_SHOW_LOG      1 = also stream csi-sanity's output (e.g. with -ginkgo.v)
 #   SNAPCSI_SERVE_ARGS   extra words appended to `snapcsi serve ...` (e.g. --config FILE)
+#   SANITY_VOLUME_SIZE   --csi.testvolumesize in bytes (default 64 MiB; GiB clouds need 1 GiB)
+#   SANITY_EXPAND_SIZE   --csi.testvolumeexpandsize in bytes (default 128 MiB)
 #   SANITY_SKIP_NODE     1 = skip csi-sanity's Node Service specs (cloud backends have no
 #                        attach path here; the driver still serves a Node service with no
 #                        capabilities, which csi-sanity's cleanup calls)

@@ -577,11 +577,22 @@ pub fn build(
                     .map_err(|m| error(format!("backends.{name}"), m))?,
                 )
             }
+            "scp" => {
+                let s: crate::backend::scp::ScpConfig = section(file, name, table)?;
+                Arc::new(
+                    crate::backend::scp::ScpBackend::new(
+                        s,
+                        config.cluster_id.clone(),
+                        crate::backend::scp::time::Date::today(),
+                    )
+                    .map_err(|e| error(format!("backends.{name}.{}", e.key), e.message))?,
+                )
+            }
             other => {
                 return Err(error(
                     format!("backends.{name}.type"),
                     format!(
-                        "unknown backend type {other:?} (known: local, memory, softlayer, \
+                        "unknown backend type {other:?} (known: local, memory, scp, softlayer, \
                          deltacloud)"
                     ),
                 ));

@@ -40,6 +40,8 @@ declare -A pkg_of=(
     [fallocate]=util-linux
     [truncate]=coreutils
     [timeout]=coreutils
+    # the cloud simulators under tests/sims (standard library only)
+    [python3]=python3
 )
 
 missing=()

@@ -1,0 +1,689 @@
+#!/usr/bin/env python3
+"""A strict simulator of the Samsung Cloud Platform (SCP) Virtual Server OpenAPI, for tests.
+
+Written from seed 003 (`POST /v1/snapshots`, versions 1.0-1.3 and their Not Before dates) and
+the SCP SDK facts in issue 4 (signed headers, the other snapshot and volume calls). Python
+standard library only. It refuses what the service would refuse:
+
+  * every request is signed: `Scp-Signature` is recomputed from the request exactly as
+    received (method + `http://` + Host + the raw request target + `Scp-Timestamp` +
+    `Scp-Accesskey` + `Scp-AccountId` (or "") + `Scp-ClientType`), HMAC-SHA256 with the secret
+    key, Base64; the timestamp (Unix milliseconds) must lie within 15 minutes of now;
+    a missing signing header, an unknown key, a stale timestamp or a wrong signature -> 401;
+  * `Scp-Api-Version: virtualserver X.Y`: absent means the newest version (counted in the
+    stats); a DEPRECATED version whose Not Before date has arrived -> 400 (seed 003:
+    "Deprecated versions with Not Before dates that have arrived or expired are no longer
+    supported");
+  * JSON bodies: `Content-Type: application/json`, UTF-8, an object with exactly the
+    documented fields and types; unknown query parameters, bad numbers -> 400.
+
+Errors are answered as `{"code": "...", "message": "..."}` (the exact SCP wrapper is not
+documented in the seed; this is the simulator's assumption).
+
+Objects are created in `creating` and become `available` after a configurable delay.
+Faults are injected through `/_sim/*` (unsigned, test-only):
+
+  POST /_sim/fault          {"status": 503, "delay": 0, "count": 2, "method": "GET",
+                             "path": "/v1/snapshots", "retry_after": 0}
+  POST /_sim/snapshot-mode  {"mode": "normal" | "stuck" | "error"}   (new snapshots)
+  POST /_sim/reset          clears faults, modes and stats (not the objects)
+  GET  /_sim/stats          request counters
+
+Usage: scp.py --port 0 --credential AK:SK[:ACCOUNT] [--credential ...]
+              [--snapshot-delay S] [--volume-delay S] [--today YYYY-MM-DD] [--window S]
+With --port 0 a free port is picked; the first stdout line is always `LISTENING <port>`.
+"""
+
+import argparse
+import base64
+import datetime
+import hashlib
+import hmac
+import json
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SERVICE = "virtualserver"
+NEWEST = "1.3"
+# seed 003: version -> (state, Not Before)
+VERSIONS = {
+    "1.3": ("CURRENT", None),
+    "1.2": ("SUPPORTED", datetime.date(2026, 8, 31)),
+    "1.1": ("DEPRECATED", datetime.date(2026, 5, 31)),
+    "1.0": ("DEPRECATED", datetime.date(2025, 12, 31)),
+}
+SIGNED_HEADERS = ("Scp-Accesskey", "Scp-Timestamp", "Scp-ClientType", "Scp-Signature")
+CLIENT_TYPE = "Openapi"
+MAX_LIMIT = 1000
+USER_ID = "570907805e5447be84b618450ef5200t"
+
+
+class Reject(Exception):
+    """An answer that ends the request with an SCP error body."""
+
+    def __init__(self, status, code, message, headers=None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def now_rfc3339():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class State:
+    def __init__(self, args):
+        self.lock = threading.Lock()
+        self.credentials = {}
+        for item in args.credential:
+            parts = item.split(":")
+            if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+                raise SystemExit(f"--credential {item!r}: expected AK:SK[:ACCOUNT]")
+            self.credentials[parts[0]] = (parts[1], parts[2] if len(parts) == 3 else None)
+        self.snapshot_delay = args.snapshot_delay
+        self.volume_delay = args.volume_delay
+        self.window_ms = int(args.window * 1000)
+        self.today = (
+            datetime.date.fromisoformat(args.today)
+            if args.today
+            else datetime.datetime.now(datetime.timezone.utc).date()
+        )
+        self.volumes = {}
+        self.snapshots = {}
+        self.seq = 0
+        self.reset()
+
+    def reset(self):
+        self.faults = []
+        self.snapshot_mode = "normal"
+        self.stats = {
+            "requests": 0,
+            "versions": {},
+            "without_version": 0,
+            "rejected": {},
+            "faults_fired": 0,
+        }
+
+    def next_seq(self):
+        self.seq += 1
+        return self.seq
+
+    def reject_count(self, status):
+        key = str(status)
+        self.stats["rejected"][key] = self.stats["rejected"].get(key, 0) + 1
+
+    # -- objects ------------------------------------------------------------------------
+
+    def snapshot_status(self, snap):
+        if snap["mode"] == "stuck":
+            return "creating"
+        if time.monotonic() < snap["ready_at"]:
+            return "creating"
+        return "error" if snap["mode"] == "error" else "available"
+
+    def volume_state(self, vol):
+        return "creating" if time.monotonic() < vol["ready_at"] else "available"
+
+    def snapshot_view(self, snap):
+        return {
+            "id": snap["id"],
+            "name": snap["name"],
+            "volume_id": snap["volume_id"],
+            "size": snap["size"],
+            "status": self.snapshot_status(snap),
+            "created_at": snap["created_at"],
+            "updated_at": snap["updated_at"],
+            "user_id": USER_ID,
+            "metadata": snap["metadata"],
+            "description": snap["description"],
+        }
+
+    def volume_view(self, vol):
+        return {
+            "id": vol["id"],
+            "name": vol["name"],
+            "size": vol["size"],
+            "state": self.volume_state(vol),
+            "snapshot_id": vol["snapshot_id"],
+            "volume_type": vol["volume_type"],
+            "volume_type_id": "sim-type-" + vol["volume_type"],
+            "created_at": vol["created_at"],
+            "modified_at": vol["modified_at"],
+            "user_id": USER_ID,
+            "bootable": False,
+            "encrypted": False,
+            "multiattach": False,
+            "servers": [],
+        }
+
+
+def check_fields(body, spec):
+    """spec: field -> (required, allowed types tuple). Refuses unknown and mistyped fields."""
+    if not isinstance(body, dict):
+        raise Reject(400, "InvalidRequestBody", "the request body must be a JSON object")
+    for key in body:
+        if key not in spec:
+            raise Reject(400, "InvalidParameter", f"unknown field {key!r}")
+    for key, (required, types) in spec.items():
+        if key not in body:
+            if required:
+                raise Reject(400, "InvalidParameter", f"field {key!r} is required")
+            continue
+        value = body[key]
+        ok = any(
+            (value is None if t is None else (isinstance(value, t) and not (t is int and isinstance(value, bool))))
+            for t in types
+        )
+        if not ok:
+            names = "/".join("null" if t is None else t.__name__ for t in types)
+            raise Reject(
+                400,
+                "InvalidParameter",
+                f"field {key!r} must be {names}, got {type(value).__name__}",
+            )
+
+
+def parse_query(raw, allowed):
+    try:
+        pairs = urllib.parse.parse_qsl(raw, keep_blank_values=True, strict_parsing=bool(raw))
+    except ValueError as e:
+        raise Reject(400, "InvalidParameter", f"malformed query string: {e}")
+    out = {}
+    for key, value in pairs:
+        if key not in allowed:
+            raise Reject(400, "InvalidParameter", f"unknown query parameter {key!r}")
+        if key in out:
+            raise Reject(400, "InvalidParameter", f"query parameter {key!r} given twice")
+        out[key] = value
+    return out
+
+
+def int_param(query, key, low, high):
+    if key not in query:
+        return None
+    text = query[key]
+    if not text.isdigit():
+        raise Reject(400, "InvalidParameter", f"{key} must be an integer, got {text!r}")
+    value = int(text)
+    if value < low or value > high:
+        raise Reject(400, "InvalidParameter", f"{key} must be between {low} and {high}")
+    return value
+
+
+def page(state, collection, items, query, view):
+    """limit/offset/marker paging over `items` (already filtered, in creation order)."""
+    limit = int_param(query, "limit", 1, MAX_LIMIT)
+    offset = int_param(query, "offset", 0, 10**9) or 0
+    marker = query.get("marker")
+    if marker is not None:
+        anchor = collection.get(marker)
+        if anchor is None:
+            raise Reject(400, "InvalidParameter", f"marker {marker!r} not found")
+        items = [i for i in items if i["seq"] > anchor["seq"]]
+    items = items[offset:]
+    if limit is not None:
+        items = items[:limit]
+    return [view(i) for i in items]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "scp-sim/1"
+
+    def log_message(self, fmt, *args):
+        if self.server.verbose:
+            sys.stderr.write("scp-sim: " + (fmt % args) + "\n")
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def send_json(self, status, payload, headers=None):
+        data = b"" if payload is None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("X-Request-Id", "req-" + uuid.uuid4().hex[:16])
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if payload is not None:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
+
+    def read_body(self):
+        if self.headers.get("Transfer-Encoding"):
+            raise Reject(400, "InvalidRequestBody", "chunked bodies are not accepted")
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        if not length.isdigit():
+            raise Reject(400, "InvalidRequestBody", "bad Content-Length")
+        return self.rfile.read(int(length))
+
+    def handle_any(self, method):
+        state = self.server.state
+        raw_target = self.path
+        path, _, query = raw_target.partition("?")
+        try:
+            body = self.read_body()
+            if path.startswith("/_sim/"):
+                return self.control(method, path, body)
+            with state.lock:
+                state.stats["requests"] += 1
+            self.fault(method, path)
+            self.authenticate(method, raw_target)
+            self.check_version()
+            status, payload = self.route(method, path, query, body)
+            self.send_json(status, payload)
+        except Reject as r:
+            with state.lock:
+                state.reject_count(r.status)
+            self.send_json(r.status, {"code": r.code, "message": r.message}, r.headers)
+
+    def do_GET(self):
+        self.handle_any("GET")
+
+    def do_POST(self):
+        self.handle_any("POST")
+
+    def do_PUT(self):
+        self.handle_any("PUT")
+
+    def do_DELETE(self):
+        self.handle_any("DELETE")
+
+    def do_PATCH(self):
+        self.handle_any("PATCH")
+
+    # -- test control ---------------------------------------------------------------------
+
+    def control(self, method, path, body):
+        state = self.server.state
+        payload = json.loads(body or b"{}")
+        with state.lock:
+            if method == "GET" and path == "/_sim/stats":
+                return self.send_json(200, state.stats)
+            if method == "POST" and path == "/_sim/reset":
+                state.reset()
+                return self.send_json(204, None)
+            if method == "POST" and path == "/_sim/fault":
+                rule = {
+                    "status": payload.get("status"),
+                    "delay": float(payload.get("delay", 0)),
+                    "count": int(payload.get("count", 1)),
+                    "method": payload.get("method"),
+                    "path": payload.get("path"),
+                    "retry_after": payload.get("retry_after"),
+                }
+                state.faults.append(rule)
+                return self.send_json(204, None)
+            if method == "POST" and path == "/_sim/snapshot-mode":
+                mode = payload.get("mode")
+                if mode not in ("normal", "stuck", "error"):
+                    raise Reject(400, "InvalidParameter", f"mode {mode!r}")
+                state.snapshot_mode = mode
+                return self.send_json(204, None)
+        raise Reject(404, "NotFound", f"no control endpoint {method} {path}")
+
+    def fault(self, method, path):
+        state = self.server.state
+        with state.lock:
+            rule = None
+            for r in state.faults:
+                if r["count"] == 0:
+                    continue
+                if r["method"] and r["method"] != method:
+                    continue
+                if r["path"] and not path.startswith(r["path"]):
+                    continue
+                rule = r
+                if r["count"] > 0:
+                    r["count"] -= 1
+                state.stats["faults_fired"] += 1
+                break
+        if rule is None:
+            return
+        if rule["delay"]:
+            time.sleep(rule["delay"])
+        status = rule["status"]
+        if status:
+            headers = {}
+            if rule["retry_after"] is not None:
+                headers["Retry-After"] = str(rule["retry_after"])
+            codes = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
+            raise Reject(status, codes.get(status, "Injected"), f"injected fault {status}", headers)
+
+    # -- authentication and versions ------------------------------------------------------
+
+    def authenticate(self, method, raw_target):
+        state = self.server.state
+        for name in SIGNED_HEADERS:
+            if not self.headers.get(name):
+                raise Reject(401, "Unauthorized", f"missing header {name}")
+        if not self.headers.get("Accept-Language"):
+            raise Reject(400, "InvalidRequest", "missing header Accept-Language")
+        client_type = self.headers["Scp-ClientType"]
+        if client_type != CLIENT_TYPE:
+            raise Reject(401, "Unauthorized", f"Scp-ClientType must be {CLIENT_TYPE}")
+        timestamp = self.headers["Scp-Timestamp"]
+        if not timestamp.isdigit():
+            raise Reject(401, "Unauthorized", "Scp-Timestamp must be Unix time in milliseconds")
+        skew = abs(int(time.time() * 1000) - int(timestamp))
+        if skew > state.window_ms:
+            raise Reject(
+                401,
+                "Unauthorized",
+                f"Scp-Timestamp is {skew // 1000} s away from the server clock "
+                f"(a signature is valid for {state.window_ms // 60000} minutes)",
+            )
+        access_key = self.headers["Scp-Accesskey"]
+        known = state.credentials.get(access_key)
+        if known is None:
+            raise Reject(401, "Unauthorized", "unknown access key")
+        secret_key, bound_account = known
+        account_id = self.headers.get("Scp-AccountId", "")
+        if bound_account is not None and account_id and account_id != bound_account:
+            raise Reject(403, "Forbidden", "the access key does not belong to that account")
+        host = self.headers.get("Host")
+        if not host:
+            raise Reject(400, "InvalidRequest", "missing header Host")
+        url = "http://" + host + raw_target
+        message = method + url + timestamp + access_key + account_id + client_type
+        expected = base64.b64encode(
+            hmac.new(secret_key.encode(), message.encode(), hashlib.sha256).digest()
+        ).decode()
+        if not hmac.compare_digest(expected, self.headers["Scp-Signature"]):
+            raise Reject(
+                401,
+                "Unauthorized",
+                "the request signature does not match (method, URL, Scp-Timestamp, "
+                "Scp-Accesskey, Scp-AccountId and Scp-ClientType are signed)",
+            )
+
+    def check_version(self):
+        state = self.server.state
+        header = self.headers.get("Scp-Api-Version")
+        if header is None:
+            version = NEWEST
+            with state.lock:
+                state.stats["without_version"] += 1
+        else:
+            service, _, version = header.partition(" ")
+            if service != SERVICE or not version:
+                raise Reject(
+                    400,
+                    "InvalidApiVersion",
+                    f"Scp-Api-Version must read '{SERVICE} <version>', got {header!r}",
+                )
+        info = VERSIONS.get(version)
+        if info is None:
+            raise Reject(400, "InvalidApiVersion", f"unknown API version {SERVICE} {version}")
+        status, not_before = info
+        if status == "DEPRECATED" and not_before is not None and state.today >= not_before:
+            raise Reject(
+                400,
+                "UnsupportedApiVersion",
+                f"API version {SERVICE} {version} is DEPRECATED and its Not Before date "
+                f"{not_before.strftime('%Y%m%d')} has passed: it is no longer supported; "
+                f"use {SERVICE} {NEWEST}",
+            )
+        with state.lock:
+            state.stats["versions"][version] = state.stats["versions"].get(version, 0) + 1
+
+    def json_body(self, body):
+        ctype = self.headers.get("Content-Type", "")
+        media, _, params = ctype.partition(";")
+        if media.strip().lower() != "application/json":
+            raise Reject(400, "InvalidRequestBody", f"Content-Type must be application/json, got {ctype!r}")
+        charset = params.strip().lower()
+        if charset and charset not in ("charset=utf-8", "charset=\"utf-8\""):
+            raise Reject(400, "InvalidRequestBody", f"only UTF-8 bodies are accepted, got {charset!r}")
+        try:
+            return json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise Reject(400, "InvalidRequestBody", f"the body is not UTF-8 JSON: {e}")
+
+    # -- the API --------------------------------------------------------------------------
+
+    def route(self, method, path, query, body):
+        parts = [urllib.parse.unquote(p) for p in path.split("/")[1:]]
+        if len(parts) < 2 or parts[0] != "v1" or parts[1] not in ("snapshots", "volumes"):
+            raise Reject(404, "NotFound", f"no such resource {path}")
+        if method in ("GET", "DELETE") and body:
+            raise Reject(400, "InvalidRequestBody", f"{method} takes no body")
+        collection, rest = parts[1], parts[2:]
+        handlers = {
+            ("snapshots", 0, "GET"): self.list_snapshots,
+            ("snapshots", 0, "POST"): self.create_snapshot,
+            ("snapshots", 1, "GET"): self.show_snapshot,
+            ("snapshots", 1, "DELETE"): self.delete_snapshot,
+            ("volumes", 0, "GET"): self.list_volumes,
+            ("volumes", 0, "POST"): self.create_volume,
+            ("volumes", 1, "GET"): self.show_volume,
+            ("volumes", 1, "DELETE"): self.delete_volume,
+            ("volumes", 2, "PUT"): self.extend_volume,
+        }
+        if len(rest) == 2 and rest[1] != "size":
+            raise Reject(404, "NotFound", f"no such resource {path}")
+        handler = handlers.get((collection, len(rest), method))
+        if handler is None:
+            if len(rest) > 2:
+                raise Reject(404, "NotFound", f"no such resource {path}")
+            raise Reject(405, "MethodNotAllowed", f"{method} is not allowed on {path}")
+        return handler(rest[0] if rest else None, query, body)
+
+    def list_snapshots(self, _id, query, _body):
+        state = self.server.state
+        q = parse_query(query, {"volume_id", "name", "limit", "offset", "marker"})
+        with state.lock:
+            items = sorted(state.snapshots.values(), key=lambda s: s["seq"])
+            if "volume_id" in q:
+                items = [s for s in items if s["volume_id"] == q["volume_id"]]
+            if "name" in q:
+                items = [s for s in items if s["name"] == q["name"]]
+            count = len(items)
+            shown = page(state, state.snapshots, items, q, state.snapshot_view)
+        return 200, {"count": count, "snapshots": shown}
+
+    def create_snapshot(self, _id, query, body):
+        state = self.server.state
+        parse_query(query, set())
+        data = self.json_body(body)
+        check_fields(
+            data,
+            {
+                "name": (True, (str,)),
+                "volume_id": (True, (str,)),
+                "description": (False, (str, None)),
+                "force": (False, (bool,)),
+                "metadata": (False, (str,)),
+            },
+        )
+        if not data["name"] or len(data["name"]) > 255:
+            raise Reject(400, "InvalidParameter", "name must have 1 to 255 characters")
+        with state.lock:
+            volume = state.volumes.get(data["volume_id"])
+            if volume is None:
+                raise Reject(404, "VolumeNotFound", f"volume {data['volume_id']} not found")
+            if state.volume_state(volume) != "available":
+                raise Reject(
+                    400,
+                    "InvalidVolume",
+                    f"volume {volume['id']} is {state.volume_state(volume)}, not available",
+                )
+            stamp = now_rfc3339()
+            mode = state.snapshot_mode
+            snap = {
+                "id": str(uuid.uuid4()),
+                "seq": state.next_seq(),
+                "name": data["name"],
+                "volume_id": volume["id"],
+                "size": volume["size"],
+                "description": data.get("description"),
+                "metadata": data.get("metadata", ""),
+                "created_at": stamp,
+                "updated_at": stamp,
+                "ready_at": time.monotonic() + state.snapshot_delay,
+                "mode": mode,
+            }
+            state.snapshots[snap["id"]] = snap
+            return 202, state.snapshot_view(snap)
+
+    def show_snapshot(self, snapshot_id, query, _body):
+        state = self.server.state
+        parse_query(query, set())
+        with state.lock:
+            snap = state.snapshots.get(snapshot_id)
+            if snap is None:
+                raise Reject(404, "SnapshotNotFound", f"snapshot {snapshot_id} not found")
+            return 200, state.snapshot_view(snap)
+
+    def delete_snapshot(self, snapshot_id, query, _body):
+        state = self.server.state
+        parse_query(query, set())
+        with state.lock:
+            if state.snapshots.pop(snapshot_id, None) is None:
+                raise Reject(404, "SnapshotNotFound", f"snapshot {snapshot_id} not found")
+        return 204, None
+
+    def list_volumes(self, _id, query, _body):
+        state = self.server.state
+        q = parse_query(query, {"name", "state", "limit", "offset", "marker", "with_count"})
+        with state.lock:
+            items = sorted(state.volumes.values(), key=lambda v: v["seq"])
+            if "name" in q:
+                items = [v for v in items if v["name"] == q["name"]]
+            if "state" in q:
+                items = [v for v in items if state.volume_state(v) == q["state"]]
+            count = len(items)
+            shown = page(state, state.volumes, items, q, state.volume_view)
+        return 200, {"count": count, "volumes": shown}
+
+    def create_volume(self, _id, query, body):
+        state = self.server.state
+        parse_query(query, set())
+        data = self.json_body(body)
+        check_fields(
+            data,
+            {
+                "name": (True, (str,)),
+                "size": (True, (int,)),
+                "volume_type": (False, (str, None)),
+                "snapshot_id": (False, (str, None)),
+            },
+        )
+        if not data["name"] or len(data["name"]) > 255:
+            raise Reject(400, "InvalidParameter", "name must have 1 to 255 characters")
+        if data["size"] < 1 or data["size"] > 16384:
+            raise Reject(400, "InvalidParameter", "size must be between 1 and 16384 GB")
+        with state.lock:
+            snapshot_id = data.get("snapshot_id")
+            if snapshot_id is not None:
+                snap = state.snapshots.get(snapshot_id)
+                if snap is None:
+                    raise Reject(404, "SnapshotNotFound", f"snapshot {snapshot_id} not found")
+                if state.snapshot_status(snap) != "available":
+                    raise Reject(400, "InvalidSnapshot", f"snapshot {snapshot_id} is not available")
+                if data["size"] < snap["size"]:
+                    raise Reject(
+                        400,
+                        "InvalidParameter",
+                        f"size {data['size']} is smaller than the snapshot ({snap['size']} GB)",
+                    )
+            stamp = now_rfc3339()
+            vol = {
+                "id": str(uuid.uuid4()),
+                "seq": state.next_seq(),
+                "name": data["name"],
+                "size": data["size"],
+                "snapshot_id": snapshot_id,
+                "volume_type": data.get("volume_type") or "SSD",
+                "created_at": stamp,
+                "modified_at": stamp,
+                "ready_at": time.monotonic() + state.volume_delay,
+            }
+            state.volumes[vol["id"]] = vol
+            return 202, state.volume_view(vol)
+
+    def show_volume(self, volume_id, query, _body):
+        state = self.server.state
+        parse_query(query, set())
+        with state.lock:
+            vol = state.volumes.get(volume_id)
+            if vol is None:
+                raise Reject(404, "VolumeNotFound", f"volume {volume_id} not found")
+            return 200, state.volume_view(vol)
+
+    def delete_volume(self, volume_id, query, _body):
+        state = self.server.state
+        q = parse_query(query, {"cascade"})
+        cascade = q.get("cascade", "false")
+        if cascade not in ("true", "false"):
+            raise Reject(400, "InvalidParameter", "cascade must be true or false")
+        with state.lock:
+            if volume_id not in state.volumes:
+                raise Reject(404, "VolumeNotFound", f"volume {volume_id} not found")
+            dependents = [s for s in state.snapshots.values() if s["volume_id"] == volume_id]
+            if dependents and cascade != "true":
+                raise Reject(
+                    400,
+                    "VolumeHasSnapshots",
+                    f"volume {volume_id} still has {len(dependents)} snapshot(s)",
+                )
+            for s in dependents:
+                del state.snapshots[s["id"]]
+            del state.volumes[volume_id]
+        return 204, None
+
+    def extend_volume(self, volume_id, query, body):
+        state = self.server.state
+        parse_query(query, set())
+        data = self.json_body(body)
+        check_fields(data, {"size": (True, (int,))})
+        with state.lock:
+            vol = state.volumes.get(volume_id)
+            if vol is None:
+                raise Reject(404, "VolumeNotFound", f"volume {volume_id} not found")
+            if state.volume_state(vol) != "available":
+                raise Reject(400, "InvalidVolume", f"volume {volume_id} is not available")
+            if data["size"] <= vol["size"]:
+                raise Reject(
+                    400,
+                    "InvalidParameter",
+                    f"new size {data['size']} must be greater than the current {vol['size']} GB",
+                )
+            vol["size"] = data["size"]
+            vol["modified_at"] = now_rfc3339()
+            return 200, state.volume_view(vol)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="SCP Virtual Server OpenAPI simulator")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--credential", action="append", default=[], help="AK:SK[:ACCOUNT]")
+    parser.add_argument("--snapshot-delay", type=float, default=0.0)
+    parser.add_argument("--volume-delay", type=float, default=0.0)
+    parser.add_argument("--today", help="YYYY-MM-DD for the version policy (default: UTC today)")
+    parser.add_argument("--window", type=float, default=900.0, help="signature validity, seconds")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    if not args.credential:
+        raise SystemExit("at least one --credential AK:SK is required")
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    server.state = State(args)
+    server.verbose = args.verbose
+    print(f"LISTENING {server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
