@@ -21,8 +21,16 @@ phase "build-tools"
 work=$(mktemp -d "${TMPDIR:-/tmp}/snapcsi-e2e.XXXXXX")
 pids=()
 cleanup() {
-    local pid
+    local pid i
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # kube-apiserver drains for a long time on SIGTERM: give everyone 5 s, then SIGKILL.
+    for ((i = 0; i < 50; i++)); do
+        local alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     # Anything the driver left mounted or attached under the work dir.
     findmnt -rn -o TARGET | grep "^$work" | sort -r | xargs -r -n1 umount 2>/dev/null || true
@@ -94,7 +102,9 @@ phase "control plane up"
 start kube-controller-manager "$KUBE_CONTROLLER_MANAGER" --kubeconfig "$KUBECONFIG" \
     --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 \
     --controllers persistentvolume-binder-controller,persistentvolume-protection-controller,persistentvolumeclaim-protection-controller,serviceaccount-controller
-"$KUBECTL" apply -f "$SNAPSHOT_CRDS" >"$work/crds.log"
+for crd in "$SNAPSHOT_CRDS"/*storage.k8s.io_*.yaml; do
+    "$KUBECTL" apply -f "$crd" >>"$work/crds.log"
+done
 "$KUBECTL" wait --for condition=established --timeout=60s crd --all >/dev/null
 start snapshot-controller "$SNAPSHOT_CONTROLLER" --kubeconfig "$KUBECONFIG" --leader-election=false
 
@@ -111,7 +121,7 @@ phase "sidecars up"
 
 # Every manifest of every overlay, checked by the real API server. The namespace must exist
 # for a server-side dry run of namespaced objects.
-"$KUBECTL" create namespace snapcsi >/dev/null
+"$KUBECTL" create namespace snapcsi --save-config >/dev/null
 for overlay in deploy/overlays/*/; do
     "$KUBECTL" kustomize "$overlay" >"$work/render-$(basename "$overlay").yaml"
     "$KUBECTL" apply --dry-run=server -f "$work/render-$(basename "$overlay").yaml" >"$work/dry-run-$(basename "$overlay").log"
