@@ -19,6 +19,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Talk to a CSI driver over its socket (any driver, not only snapcsi).
     Ctl(crate::ctl::CtlArgs),
+    /// Parse a config file, authenticate to every backend in it and report each one.
+    CheckConfig {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// Which CSI services this process serves.
@@ -342,7 +348,7 @@ where
 {
     let mut args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
-    let is_command = matches!(first, "serve" | "ctl" | "help");
+    let is_command = matches!(first, "serve" | "ctl" | "check-config" | "help");
     let is_top_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
     if !is_command && !is_top_flag {
         args.insert(1.min(args.len()), "serve".into());

@@ -52,6 +52,19 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::CheckConfig { config } => {
+            init_logging(LogFormat::Text, "warn");
+            let mut stdout = std::io::stdout().lock();
+            match snapcsi::check::check(&config, &mut stdout).await {
+                Ok(snapcsi::check::Verdict::AllOk) => ExitCode::SUCCESS,
+                Ok(snapcsi::check::Verdict::Problems(_)) => ExitCode::from(1),
+                Ok(snapcsi::check::Verdict::BadFile) => ExitCode::from(2),
+                Err(e) => {
+                    eprintln!("snapcsi check-config: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Ctl(args) => {
             let mut stdout = std::io::stdout().lock();
             match snapcsi::ctl::run(args, &mut stdout).await {

@@ -130,6 +130,11 @@ pub trait Backend: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The cloud API version this backend speaks (negotiated or configured), for operators.
+    fn api_version(&self) -> Option<String> {
+        None
+    }
+
     /// A cheap check that the backend can serve requests (used by CSI Probe).
     async fn health(&self) -> BackendResult<()>;
 

@@ -537,70 +537,9 @@ pub fn build(
     };
     let mut instances = Vec::new();
     for (name, table) in &config.backends {
-        let kind = table.get("type").and_then(|v| v.as_str()).ok_or_else(|| {
-            error(
-                format!("backends.{name}.type"),
-                "missing (e.g. type = \"local\")".into(),
-            )
-        })?;
-        let backend: Arc<dyn Backend> = match kind {
-            "local" => {
-                let s: LocalSection = section(file, name, table)?;
-                Arc::new(
-                    crate::backend::local::LocalBackend::open(crate::backend::local::LocalConfig {
-                        data_dir: s.data_dir,
-                        max_capacity: s.max_capacity.map(|b| b.0),
-                    })
-                    .map_err(|e| error(format!("backends.{name}.data_dir"), e.message))?,
-                )
-            }
-            "memory" => {
-                let s: MemorySection = section(file, name, table)?;
-                Arc::new(crate::backend::memory::MemoryBackend::new(
-                    s.capacity.map(|b| b.0),
-                ))
-            }
-            "softlayer" => {
-                let s: crate::backend::softlayer::SoftLayerConfig = section(file, name, table)?;
-                Arc::new(
-                    crate::backend::softlayer::SoftLayerBackend::new(&s, config.cluster_id.clone())
-                        .map_err(|m| error(format!("backends.{name}"), m))?,
-                )
-            }
-            "deltacloud" => {
-                let s: crate::backend::deltacloud::DeltacloudConfig = section(file, name, table)?;
-                Arc::new(
-                    crate::backend::deltacloud::DeltacloudBackend::new(
-                        &s,
-                        config.cluster_id.clone(),
-                    )
-                    .map_err(|m| error(format!("backends.{name}"), m))?,
-                )
-            }
-            "scp" => {
-                let s: crate::backend::scp::ScpConfig = section(file, name, table)?;
-                Arc::new(
-                    crate::backend::scp::ScpBackend::new(
-                        s,
-                        config.cluster_id.clone(),
-                        crate::backend::scp::time::Date::today(),
-                    )
-                    .map_err(|e| error(format!("backends.{name}.{}", e.key), e.message))?,
-                )
-            }
-            other => {
-                return Err(error(
-                    format!("backends.{name}.type"),
-                    format!(
-                        "unknown backend type {other:?} (known: local, memory, scp, softlayer, \
-                         deltacloud)"
-                    ),
-                ));
-            }
-        };
         instances.push(Instance {
             name: name.clone(),
-            backend,
+            backend: build_instance(file, config, name, table)?,
         });
     }
     let default = match &config.default_backend {
@@ -608,6 +547,80 @@ pub fn build(
         None => 0,
     };
     Registry::new(instances, default).map_err(|m| error("backends".into(), m))
+}
+
+/// Builds one named instance from its table (`type` plus that type's keys).
+pub fn build_instance(
+    file: &str,
+    config: &crate::config::FileConfig,
+    name: &str,
+    table: &toml::Table,
+) -> Result<Arc<dyn Backend>, crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let error = |key: String, message: String| ConfigError {
+        file: file.to_owned(),
+        key,
+        message,
+    };
+    let kind = table.get("type").and_then(|v| v.as_str()).ok_or_else(|| {
+        error(
+            format!("backends.{name}.type"),
+            "missing (e.g. type = \"local\")".into(),
+        )
+    })?;
+    let backend: Arc<dyn Backend> = match kind {
+        "local" => {
+            let s: LocalSection = section(file, name, table)?;
+            Arc::new(
+                crate::backend::local::LocalBackend::open(crate::backend::local::LocalConfig {
+                    data_dir: s.data_dir,
+                    max_capacity: s.max_capacity.map(|b| b.0),
+                })
+                .map_err(|e| error(format!("backends.{name}.data_dir"), e.message))?,
+            )
+        }
+        "memory" => {
+            let s: MemorySection = section(file, name, table)?;
+            Arc::new(crate::backend::memory::MemoryBackend::new(
+                s.capacity.map(|b| b.0),
+            ))
+        }
+        "softlayer" => {
+            let s: crate::backend::softlayer::SoftLayerConfig = section(file, name, table)?;
+            Arc::new(
+                crate::backend::softlayer::SoftLayerBackend::new(&s, config.cluster_id.clone())
+                    .map_err(|m| error(format!("backends.{name}"), m))?,
+            )
+        }
+        "deltacloud" => {
+            let s: crate::backend::deltacloud::DeltacloudConfig = section(file, name, table)?;
+            Arc::new(
+                crate::backend::deltacloud::DeltacloudBackend::new(&s, config.cluster_id.clone())
+                    .map_err(|m| error(format!("backends.{name}"), m))?,
+            )
+        }
+        "scp" => {
+            let s: crate::backend::scp::ScpConfig = section(file, name, table)?;
+            Arc::new(
+                crate::backend::scp::ScpBackend::new(
+                    s,
+                    config.cluster_id.clone(),
+                    crate::backend::scp::time::Date::today(),
+                )
+                .map_err(|e| error(format!("backends.{name}.{}", e.key), e.message))?,
+            )
+        }
+        other => {
+            return Err(error(
+                format!("backends.{name}.type"),
+                format!(
+                    "unknown backend type {other:?} (known: local, memory, scp, softlayer, \
+                     deltacloud)"
+                ),
+            ));
+        }
+    };
+    Ok(backend)
 }
 
 #[cfg(test)]

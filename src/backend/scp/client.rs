@@ -158,6 +158,11 @@ pub struct VolumeList {
 }
 
 impl ScpClient {
+    /// The `Scp-Api-Version` value this client sends, e.g. `virtualserver 1.3`.
+    pub fn api_version(&self) -> &str {
+        self.api_version.to_str().unwrap_or("")
+    }
+
     /// A client of the service at `base`, speaking `api_version` (e.g. `1.3`).
     pub fn new(
         http: HttpClient,

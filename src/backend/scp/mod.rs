@@ -494,6 +494,10 @@ impl Backend for ScpBackend {
         })))
     }
 
+    fn api_version(&self) -> Option<String> {
+        Some(self.shared.client.api_version().to_owned())
+    }
+
     async fn health(&self) -> BackendResult<()> {
         if self.credentials.is_none() {
             // Credentials come with each request: nothing can be checked without one.
