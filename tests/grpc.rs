@@ -430,7 +430,7 @@ async fn concurrent_creates_of_one_name_make_one_snapshot() {
         .volume
         .expect("volume");
     let mut tasks = Vec::new();
-    for _ in 0..16 {
+    for _ in 0..64 {
         let mut c = driver.controller();
         let id = volume.volume_id.clone();
         tasks.push(tokio::spawn(async move {
@@ -706,4 +706,136 @@ async fn node_publish_snapshot_restore_round_trip() {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     assert!(leaked.trim().is_empty(), "loop devices leaked: {leaked}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_names_on_one_volume_make_sixty_four_snapshots() {
+    let driver = Driver::start(&["--mode", "controller"]).await;
+    let volume = driver
+        .controller()
+        .create_volume(create_volume_request("pvc-many", 16 * MIB))
+        .await
+        .expect("volume")
+        .into_inner()
+        .volume
+        .expect("volume");
+    let run = async {
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let mut c = driver.controller();
+            let id = volume.volume_id.clone();
+            tasks.push(tokio::spawn(async move {
+                c.create_snapshot(snapshot_request(&format!("snap-many-{i}"), &id))
+                    .await
+                    .map(|r| r.into_inner().snapshot.expect("snapshot").snapshot_id)
+            }));
+        }
+        let mut ids = HashSet::new();
+        for task in tasks {
+            ids.insert(
+                task.await
+                    .expect("task")
+                    .expect("every distinct name succeeds"),
+            );
+        }
+        ids
+    };
+    let ids = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("no deadlock");
+    assert_eq!(ids.len(), 64);
+    let listed = driver
+        .controller()
+        .list_snapshots(csi::ListSnapshotsRequest {
+            source_volume_id: volume.volume_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.entries.len(), 64);
+}
+
+/// A delete racing a repeated create of the same snapshot: whatever the order, the store and
+/// the images on disk agree, and at most one snapshot of that name exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_racing_create_leaves_a_consistent_state() {
+    let driver = Driver::start(&["--mode", "controller"]).await;
+    let volume = driver
+        .controller()
+        .create_volume(create_volume_request("pvc-race-delete", 16 * MIB))
+        .await
+        .expect("volume")
+        .into_inner()
+        .volume
+        .expect("volume");
+    let snapshots_dir = driver.path("data/snapshots");
+    let run = async {
+        for round in 0..20 {
+            let name = format!("snap-race-delete-{round}");
+            let first = driver
+                .controller()
+                .create_snapshot(snapshot_request(&name, &volume.volume_id))
+                .await
+                .expect("create")
+                .into_inner()
+                .snapshot
+                .expect("snapshot")
+                .snapshot_id;
+            let mut deleter = driver.controller();
+            let mut creator = driver.controller();
+            let delete = tokio::spawn(async move {
+                deleter
+                    .delete_snapshot(csi::DeleteSnapshotRequest {
+                        snapshot_id: first,
+                        ..Default::default()
+                    })
+                    .await
+            });
+            let id = volume.volume_id.clone();
+            let create =
+                tokio::spawn(
+                    async move { creator.create_snapshot(snapshot_request(&name, &id)).await },
+                );
+            for result in [
+                delete.await.expect("task").map(drop),
+                create.await.expect("task").map(drop),
+            ] {
+                if let Err(status) = result {
+                    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+                }
+            }
+            let listed = driver
+                .controller()
+                .list_snapshots(csi::ListSnapshotsRequest::default())
+                .await
+                .expect("list")
+                .into_inner()
+                .entries
+                .len();
+            let files = std::fs::read_dir(&snapshots_dir).expect("dir").count();
+            assert_eq!(listed, files, "round {round}: store and disk disagree");
+            // Clean up for the next round.
+            for entry in driver
+                .controller()
+                .list_snapshots(csi::ListSnapshotsRequest::default())
+                .await
+                .expect("list")
+                .into_inner()
+                .entries
+            {
+                driver
+                    .controller()
+                    .delete_snapshot(csi::DeleteSnapshotRequest {
+                        snapshot_id: entry.snapshot.expect("snapshot").snapshot_id,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("delete");
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("no deadlock");
 }
