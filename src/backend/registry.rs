@@ -560,10 +560,19 @@ pub fn build(
                     s.capacity.map(|b| b.0),
                 ))
             }
+            "cinder" => {
+                let s: crate::backend::cinder::config::CinderConfig = section(file, name, table)?;
+                s.validate()
+                    .map_err(|e| error(format!("backends.{name}.{}", e.key), e.message))?;
+                Arc::new(
+                    crate::backend::cinder::CinderBackend::new(s, config.cluster_id.clone())
+                        .map_err(|m| error(format!("backends.{name}"), m))?,
+                )
+            }
             other => {
                 return Err(error(
                     format!("backends.{name}.type"),
-                    format!("unknown backend type {other:?} (known: local, memory)"),
+                    format!("unknown backend type {other:?} (known: local, memory, cinder)"),
                 ));
             }
         };
