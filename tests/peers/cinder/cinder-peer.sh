@@ -70,11 +70,10 @@ mkdir -p "$dir"/{state,locks,logs}
 dir=$(cd "$dir" && pwd)
 want=(cinder)
 [[ ${KEYSTONE:-0} == 1 ]] && want+=(keystone)
-cinder_venv="" keystone_venv=""
-while read -r tag name path; do
-    [[ $tag == VENV ]] || continue
-    case $name in cinder) cinder_venv=$path ;; keystone) keystone_venv=$path ;; esac
-done < <("$here/install.sh" "${want[@]}")
+# Not a process substitution: bash would keep a helper alive holding our caller's stdout.
+installed=$("$here/install.sh" "${want[@]}")
+cinder_venv=$(awk '$1 == "VENV" && $2 == "cinder" { print $3 }' <<<"$installed")
+keystone_venv=$(awk '$1 == "VENV" && $2 == "keystone" { print $3 }' <<<"$installed")
 [[ -n $cinder_venv ]] || die "the Cinder venv was not installed"
 
 cinder_port=${CINDER_PORT:-0}
@@ -149,9 +148,12 @@ EOC
 rm -f "$dir/cinder.sqlite"
 "$cinder_venv/bin/cinder-manage" --config-file "$dir/cinder.conf" db sync >"$dir/logs/db-sync.out" 2>&1 \
     || { tail -20 "$dir/logs/db-sync.out" >&2; die "cinder-manage db sync failed"; }
-(cd "$here" && FAKE_DELAY=${FAKE_DELAY:-0} PYTHONPATH=$here setsid "$cinder_venv/bin/python" \
-    cinder_allinone.py --config-file "$dir/cinder.conf" >"$dir/logs/allinone.out" 2>&1 </dev/null &
-    echo $! >"$dir/cinder.pid")
+# The server records its own pid (setsid may fork) and leads its own process group.
+FAKE_DELAY=${FAKE_DELAY:-0} PYTHONPATH=$here setsid bash -c \
+    'echo $$ >"$1"; cd "$2" && exec "$3" cinder_allinone.py --config-file "$4"' \
+    cinder-peer "$dir/cinder.pid" "$here" "$cinder_venv/bin/python" "$dir/cinder.conf" \
+    >"$dir/logs/allinone.out" 2>&1 </dev/null &
+for _ in $(seq 50); do [[ -s $dir/cinder.pid ]] && break; sleep 0.1; done
 
 # Ready means the scheduler knows the fake pool (the API alone answers earlier).
 headers=(-H "X-Auth-Token: admin:$project")
@@ -164,7 +166,7 @@ for _ in $(seq 240); do
         tail -30 "$dir"/logs/* >&2 || true
         die "cinder exited during start-up"
     fi
-    if curl -sf "${headers[@]}" "http://127.0.0.1:$cinder_port/v3/$project/scheduler-stats/get_pools" 2>/dev/null | grep -q '"name"'; then
+    if curl -sf -m 5 "${headers[@]}" "http://127.0.0.1:$cinder_port/v3/$project/scheduler-stats/get_pools" 2>/dev/null | grep -q '"name"'; then
         say "cinder ready on 127.0.0.1:$cinder_port (pid $(cat "$dir/cinder.pid"), auth $auth_strategy)"
         exit 0
     fi

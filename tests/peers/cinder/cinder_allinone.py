@@ -74,6 +74,23 @@ if __name__ != "__main__":
     HookedFakeDriver = _driver_class()
 
 
+class OwnIdService(service.Service):
+    """A Service whose heartbeat updates its own row.
+
+    Cinder keeps the service id in a class attribute (`Service.service_id`), which is right
+    for one service per process. Here three share a process, so the last one created would
+    win and the volume service's heartbeat would refresh the scheduler's row: the volume
+    service then looks "down" a minute after start and every create fails with "No valid
+    backend". Each heartbeat first puts back the id this service was created with (the
+    attribute is read before the heartbeat's first yield to another green thread).
+    """
+
+    def report_state(self):
+        if getattr(self, "origin_service_id", None) is not None:
+            service.Service.service_id = self.origin_service_id
+        return super().report_state()
+
+
 def main():
     conf = cfg.CONF
     objects.register_all()
@@ -86,14 +103,14 @@ def main():
     launcher = oslo_service.ServiceLauncher(conf, restart_method="mutate")
     for backend in [b for b in conf.enabled_backends if b]:
         launcher.launch_service(
-            service.Service.create(
+            OwnIdService.create(
                 host="%s@%s" % (conf.host, backend),
                 service_name=backend,
                 binary=constants.VOLUME_BINARY,
                 coordination=True,
             )
         )
-    launcher.launch_service(service.Service.create(binary=constants.SCHEDULER_BINARY))
+    launcher.launch_service(OwnIdService.create(binary=constants.SCHEDULER_BINARY))
     launcher.launch_service(service.WSGIService("osapi_volume"))
     launcher.wait()
 
