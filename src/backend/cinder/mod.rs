@@ -331,9 +331,29 @@ impl CinderBackend {
 
     /// Deletes `id` of `kind` and waits (bounded) until Cinder no longer has it.
     async fn delete_object(&self, kind: Kind, id: &str) -> BackendResult<()> {
-        let Some(current) = self.get_raw(kind, id).await? else {
+        let Some(mut current) = self.get_raw(kind, id).await? else {
             return Ok(());
         };
+        let limit = self.wait(self.client.config().delete_wait_seconds);
+        if !is_settled(&current) {
+            // Cinder refuses to delete what is still being created ("status must be available
+            // or error"): a delete right after a create waits for it to settle first.
+            match self.poll(kind, id, limit, |o| o.is_none_or(is_settled)).await? {
+                None => return Ok(()),
+                Some(o) if !is_settled(&o) => {
+                    return Err(BackendError::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "cinder {} {id} is still {} after {}s; the delete will be repeated",
+                            kind.singular(),
+                            o["status"],
+                            self.client.config().delete_wait_seconds
+                        ),
+                    ));
+                }
+                Some(o) => current = o,
+            }
+        }
         let status = current["status"].as_str().unwrap_or("unknown").to_owned();
         if status == "error_deleting" {
             return Err(BackendError::new(
@@ -355,7 +375,6 @@ impl CinderBackend {
                 return Ok(());
             }
         }
-        let limit = self.wait(self.client.config().delete_wait_seconds);
         let last = self
             .poll(kind, id, limit, |o| {
                 o.is_none_or(|o| o["status"] == "error_deleting")
