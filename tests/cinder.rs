@@ -415,3 +415,145 @@ async fn real_cinder_fake_delay_numbers() {
     assert!(b.get_snapshot(&snapshot.id).await.expect("get").is_none());
     b.delete_volume(&volume).await.expect("delete volume");
 }
+
+/// The real Keystone in front of the real Cinder: every auth method, catalog discovery, one
+/// re-authentication on 401, credentials from request secrets, and no secret in any error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_keystone_auth_methods() {
+    let _one = PEERS.lock().await;
+    let Some(peer) = Peer::start(&[("KEYSTONE", "1")]) else {
+        return;
+    };
+    let auth_url = peer.get("KEYSTONE_URL");
+    let password = peer.get("KEYSTONE_DEMO_PASSWORD");
+    let mut exercised = Vec::new();
+
+    // Password, user and project by name + domain; endpoint from the catalog.
+    let by_name = format!(
+        "type = \"cinder\"\nauth_type = \"password\"\nauth_url = \"{auth_url}\"\n\
+         username = \"demo\"\nuser_domain_name = \"Default\"\npassword = \"{password}\"\n\
+         project_name = \"demo\"\nproject_domain_name = \"Default\"\nregion = \"RegionOne\"\n"
+    );
+    let b = backend(&by_name);
+    let passed = conformance::run(b.clone() as Arc<dyn Backend>, "ks").await;
+    assert_eq!(passed, Ok(9), "{passed:?}");
+    let session = b.client().session().await.expect("session");
+    assert!(
+        session
+            .endpoint
+            .ends_with(&format!("/v3/{}", peer.get("KEYSTONE_DEMO_PROJECT_ID"))),
+        "catalog endpoint {}",
+        session.endpoint
+    );
+    exercised.push("password (user and project by name + domain)");
+
+    // One re-authentication when Cinder refuses a revoked token.
+    let revoked = session.token().expose().to_owned();
+    let status = reqwest::Client::new()
+        .delete(format!("{auth_url}/auth/tokens"))
+        .header("X-Auth-Token", peer.get("KEYSTONE_ADMIN_TOKEN"))
+        .header("X-Subject-Token", &revoked)
+        .send()
+        .await
+        .expect("revoke")
+        .status();
+    assert_eq!(status.as_u16(), 204, "token revocation");
+    let before = b.client().auth_calls();
+    b.health().await.expect("health after revocation");
+    assert!(b.client().auth_calls() > before, "a new token was fetched");
+    let renewed = b.client().session().await.expect("session");
+    assert_ne!(renewed.token().expose(), revoked);
+
+    // Password by ids.
+    let by_id = format!(
+        "type = \"cinder\"\nauth_type = \"password\"\nauth_url = \"{auth_url}\"\n\
+         user_id = \"{}\"\npassword = \"{password}\"\nproject_id = \"{}\"\n",
+        peer.get("KEYSTONE_DEMO_USER_ID"),
+        peer.get("KEYSTONE_DEMO_PROJECT_ID")
+    );
+    backend(&by_id).health().await.expect("password by id");
+    exercised.push("password (user and project by id)");
+
+    // Application credential by id, and by name + user.
+    let secret = peer.get("KEYSTONE_APPCRED_SECRET");
+    let ac_id = format!(
+        "type = \"cinder\"\nauth_type = \"application_credential\"\nauth_url = \"{auth_url}\"\n\
+         application_credential_id = \"{}\"\napplication_credential_secret = \"{secret}\"\n",
+        peer.get("KEYSTONE_APPCRED_ID")
+    );
+    let ac = backend(&ac_id);
+    let volume = ready_volume(&ac, "appcred-src").await;
+    let snap = ac
+        .create_snapshot(&CreateSnapshot {
+            name: "appcred-snap".into(),
+            source_volume_id: volume.clone(),
+            parameters: BTreeMap::new(),
+        })
+        .await
+        .expect("snapshot with an application credential");
+    ac.delete_snapshot(&snap.id).await.expect("delete snapshot");
+    ac.delete_volume(&volume).await.expect("delete volume");
+    exercised.push("application credential (id + secret)");
+    let ac_name = format!(
+        "type = \"cinder\"\nauth_type = \"application_credential\"\nauth_url = \"{auth_url}\"\n\
+         application_credential_name = \"{}\"\nusername = \"demo\"\n\
+         user_domain_id = \"default\"\napplication_credential_secret = \"{secret}\"\n",
+        peer.get("KEYSTONE_APPCRED_NAME")
+    );
+    backend(&ac_name).health().await.expect("appcred by name");
+    exercised.push("application credential (name + user + secret)");
+
+    // A pre-issued token: through Keystone (token method, scoped), and sent as it is to a
+    // fixed endpoint (no Keystone call at all, Rackspace-style).
+    let token = renewed.token().expose().to_owned();
+    let via_keystone = format!(
+        "type = \"cinder\"\nauth_type = \"token\"\nauth_url = \"{auth_url}\"\ntoken = \"{token}\"\n\
+         project_id = \"{}\"\n",
+        peer.get("KEYSTONE_DEMO_PROJECT_ID")
+    );
+    backend(&via_keystone).health().await.expect("token method");
+    exercised.push("token (Keystone token method)");
+    let fixed = format!(
+        "type = \"cinder\"\nauth_type = \"token\"\ntoken = \"{token}\"\n\
+         endpoint = \"{}/v3/{{project_id}}\"\nproject_id = \"{}\"\n",
+        peer.get("CINDER_URL"),
+        peer.get("KEYSTONE_DEMO_PROJECT_ID")
+    );
+    let f = backend(&fixed);
+    f.health().await.expect("fixed token and endpoint");
+    assert_eq!(f.client().auth_calls(), 1, "only the version document");
+    exercised.push("token (fixed, no Keystone)");
+
+    // A wrong password: UNAUTHENTICATED, and the password is in no message.
+    let wrong = by_name.replace(password, "not-the-password-xyzzy");
+    let err = backend(&wrong).health().await.expect_err("wrong password");
+    assert_eq!(err.kind, ErrorKind::Unauthorized, "{err}");
+    assert!(!err.message.contains("xyzzy"), "{err}");
+    assert!(!format!("{:?}", config(&wrong)).contains("xyzzy"));
+
+    // A region the catalog does not have: a clear error naming what was looked for.
+    let err = backend(&by_name.replace("RegionOne", "Atlantis"))
+        .health()
+        .await
+        .expect_err("no such region");
+    assert!(err.message.contains("Atlantis"), "{err}");
+
+    // Request secrets override the configured identity (multi-tenant classes).
+    let configured = backend(&wrong);
+    let secrets = snapcsi::secret::Secrets::from_map(
+        [("password".to_owned(), password.to_owned())].into(),
+    );
+    let scoped = configured
+        .with_secrets(&secrets)
+        .expect("valid secrets")
+        .expect("secrets apply");
+    scoped.health().await.expect("credentials from the request");
+    let again = configured
+        .with_secrets(&secrets)
+        .expect("valid")
+        .expect("applies");
+    assert!(Arc::ptr_eq(&scoped, &again), "scoped backends are cached");
+    exercised.push("password from CSI request secrets");
+
+    println!("NUMBERS: Keystone auth methods exercised: {}", exercised.join("; "));
+}

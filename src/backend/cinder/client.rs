@@ -65,6 +65,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// The token this session sends (tests revoke it to check the re-authentication).
+    pub fn token(&self) -> &Secret {
+        &self.token
+    }
+
     fn fresh(&self, now: SystemTime) -> bool {
         let Some(expires) = self.expires_at else {
             return true;

@@ -59,7 +59,7 @@ cmd=${1:-}; dir=${2:-}
 case $cmd in
 stop)
     stop_pid_file "$dir/cinder.pid"
-    stop_pid_file "$dir/keystone.pid"
+    stop_pid_file "$dir/keystone/keystone.pid"
     exit 0
     ;;
 start) ;;
@@ -106,7 +106,8 @@ password = $KEYSTONE_SERVICE_PASSWORD
 user_domain_name = Default
 project_name = service
 project_domain_name = Default
-service_token_roles_required = true
+# Validate every token with Keystone (no cache), so a revoked token is refused at once.
+token_cache_time = -1
 "
 fi
 
@@ -158,7 +159,7 @@ for _ in $(seq 50); do [[ -s $dir/cinder.pid ]] && break; sleep 0.1; done
 # Ready means the scheduler knows the fake pool (the API alone answers earlier).
 headers=(-H "X-Auth-Token: admin:$project")
 if [[ ${KEYSTONE:-0} == 1 ]]; then
-    headers=(-H "X-Auth-Token: $("$here/keystone-token.sh" "$KEYSTONE_URL" "$KEYSTONE_ADMIN_USER" "$KEYSTONE_ADMIN_PASSWORD" admin)")
+    headers=(-H "X-Auth-Token: $KEYSTONE_ADMIN_TOKEN")
     project=$KEYSTONE_ADMIN_PROJECT_ID
 fi
 for _ in $(seq 240); do
