@@ -744,6 +744,14 @@ impl Backend for CinderBackend {
         if self.dialect() == Dialect::V3 {
             body.insert("metadata".into(), json!(tags));
         }
+        if force && self.dialect() == Dialect::V1 {
+            // Seed 001 documents no `force` on the v1 dialect's snapshot create.
+            return Err(BackendError::new(
+                ErrorKind::InvalidArgument,
+                "parameters.force: the Cinder v1 dialect has no force flag; detach the volume \
+                 or use the v2/v3 dialect",
+            ));
+        }
         if force {
             // 3.66+: in-use volumes are snapshotted without the flag (and `force: false` is
             // refused); earlier, and in v2/v1, the flag is what allows it.
