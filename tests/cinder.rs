@@ -124,7 +124,10 @@ async fn ready_volume(b: &CinderBackend, name: &str) -> VolumeId {
         })
         .await
         .expect("create volume");
-    assert!(v.ready, "create_volume answers once the volume is available");
+    assert!(
+        v.ready,
+        "create_volume answers once the volume is available"
+    );
     v.id
 }
 
@@ -199,7 +202,10 @@ async fn real_cinder_noauth() {
     let metadata = &raw["snapshot"]["metadata"];
     assert_eq!(metadata["snapcsi.dev/csi-name"], "tagged", "{raw}");
     assert_eq!(metadata["snapcsi.dev/cluster-id"], "test-cluster");
-    assert_eq!(metadata["csi.storage.k8s.io/volumesnapshot/namespace"], "team-a");
+    assert_eq!(
+        metadata["csi.storage.k8s.io/volumesnapshot/namespace"],
+        "team-a"
+    );
 
     // An unknown class parameter is refused before anything is sent.
     let err = b
@@ -274,7 +280,10 @@ async fn real_cinder_noauth() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let err = b.delete_snapshot(&doomed.id).await.expect_err("error_deleting");
+    let err = b
+        .delete_snapshot(&doomed.id)
+        .await
+        .expect_err("error_deleting");
     assert_eq!(err.kind, ErrorKind::FailedPrecondition, "{err}");
     assert!(err.message.contains("error_deleting"), "{err}");
 
@@ -356,7 +365,10 @@ async fn kill_nine_restart(peer: &Peer, b: &CinderBackend) {
         1,
         "exactly one Cinder snapshot after the restart"
     );
-    println!("restart test: one snapshot {} after kill -9", answer.snapshot_id);
+    println!(
+        "restart test: one snapshot {} after kill -9",
+        answer.snapshot_id
+    );
 }
 
 /// FAKE_DELAY=2: how many Cinder calls and how long one CreateSnapshot takes until ready, as
@@ -540,9 +552,8 @@ async fn real_keystone_auth_methods() {
 
     // Request secrets override the configured identity (multi-tenant classes).
     let configured = backend(&wrong);
-    let secrets = snapcsi::secret::Secrets::from_map(
-        [("password".to_owned(), password.to_owned())].into(),
-    );
+    let secrets =
+        snapcsi::secret::Secrets::from_map([("password".to_owned(), password.to_owned())].into());
     let scoped = configured
         .with_secrets(&secrets)
         .expect("valid secrets")
@@ -555,7 +566,10 @@ async fn real_keystone_auth_methods() {
     assert!(Arc::ptr_eq(&scoped, &again), "scoped backends are cached");
     exercised.push("password from CSI request secrets");
 
-    println!("NUMBERS: Keystone auth methods exercised: {}", exercised.join("; "));
+    println!(
+        "NUMBERS: Keystone auth methods exercised: {}",
+        exercised.join("; ")
+    );
 }
 
 /// The strict simulator of the v2 API (seed 004) and the Rackspace v1 dialect (seed 001).
@@ -655,7 +669,8 @@ async fn simulated_v2_and_v1_dialects() {
         } else {
             ("display_name", "name")
         };
-        let body = |field: &str| format!(r#"{{"snapshot": {{"{field}": "x", "volume_id": "{volume}"}}}}"#);
+        let body =
+            |field: &str| format!(r#"{{"snapshot": {{"{field}": "x", "volume_id": "{volume}"}}}}"#);
         assert_eq!(post_raw(base.clone(), "sim-token", &body(wrong)).await, 400);
         assert_eq!(post_raw(base.clone(), "wrong", &body(right)).await, 401);
         let created = post_raw(base.clone(), "sim-token", &body(right)).await;

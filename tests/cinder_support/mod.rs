@@ -23,7 +23,7 @@ impl DriverProcess {
     pub async fn start(dir: &Path, config: &Path, tag: &str) -> DriverProcess {
         let socket = dir.join(format!("{tag}.sock"));
         let log = std::fs::File::create(dir.join(format!("{tag}.log"))).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_snapcsi"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_snapcsi"))
             .arg("serve")
             .arg("--endpoint")
             .arg(format!("unix://{}", socket.display()))
@@ -49,6 +49,8 @@ impl DriverProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("driver socket {} never appeared", socket.display());
     }
 
@@ -153,7 +155,10 @@ async fn relay(stream: TcpStream, state: Arc<State>) {
                 let (k, v) = (k.trim().to_owned(), v.trim().to_owned());
                 if k.eq_ignore_ascii_case("content-length") {
                     length = v.parse().unwrap_or(0);
-                } else if !["host", "connection"].iter().any(|x| k.eq_ignore_ascii_case(x)) {
+                } else if !["host", "connection"]
+                    .iter()
+                    .any(|x| k.eq_ignore_ascii_case(x))
+                {
                     headers.push((k, v));
                 }
             }
@@ -194,8 +199,7 @@ async fn relay(stream: TcpStream, state: Arc<State>) {
             status.canonical_reason().unwrap_or("OK"),
             bytes.len()
         );
-        if write.write_all(head.as_bytes()).await.is_err()
-            || write.write_all(&bytes).await.is_err()
+        if write.write_all(head.as_bytes()).await.is_err() || write.write_all(&bytes).await.is_err()
         {
             return;
         }

@@ -245,7 +245,7 @@ impl CinderClient {
             Some(k) => {
                 let endpoint = match &c.endpoint {
                     Some(e) => substitute(e, k.project_id.as_deref())?,
-                    None => self.from_catalog(&k.catalog)?,
+                    None => self.endpoint_in_catalog(&k.catalog)?,
                 };
                 Session {
                     token: k.token,
@@ -392,7 +392,7 @@ impl CinderClient {
 
     /// The volume endpoint from a Keystone catalog: service type (the dialect's list, or the
     /// configured one), interface and region.
-    fn from_catalog(&self, catalog: &Value) -> BackendResult<String> {
+    fn endpoint_in_catalog(&self, catalog: &Value) -> BackendResult<String> {
         let c = &self.config;
         let configured;
         let types: &[&str] = match &c.service_type {
@@ -520,7 +520,9 @@ pub fn parse_time(text: &str) -> Option<SystemTime> {
         let (clock, zone) = time.split_at(at);
         let sign = if zone.starts_with('-') { -1 } else { 1 };
         let zone = &zone[1..];
-        let (h, m) = zone.split_once(':').unwrap_or((zone.get(..2)?, zone.get(2..)?));
+        let (h, m) = zone
+            .split_once(':')
+            .unwrap_or((zone.get(..2)?, zone.get(2..)?));
         let h: i64 = h.parse().ok()?;
         let m: i64 = if m.is_empty() { 0 } else { m.parse().ok()? };
         (clock, sign * (h * 3600 + m * 60))

@@ -263,7 +263,10 @@ impl CinderConfig {
             return Ok(());
         }
         if self.username.is_none() {
-            return Err(missing(key, "give username (with user_domain_*) or user_id"));
+            return Err(missing(
+                key,
+                "give username (with user_domain_*) or user_id",
+            ));
         }
         if self.user_domain_name.is_none() && self.user_domain_id.is_none() {
             return Err(missing(

@@ -72,9 +72,7 @@ pub fn classify(operation: &str, status: u16, body: &[u8]) -> BackendError {
         // Quota: Cinder answers 413 overLimit (older releases) or 413 with a quota message.
         (413, _) | (_, "overLimit") => ErrorKind::QuotaExceeded,
         (409, _) => ErrorKind::Conflict,
-        (400, _) if STATE_WORDS.iter().any(|w| lower.contains(w)) => {
-            ErrorKind::FailedPrecondition
-        }
+        (400, _) if STATE_WORDS.iter().any(|w| lower.contains(w)) => ErrorKind::FailedPrecondition,
         (400, _) | (_, "badRequest") => ErrorKind::InvalidArgument,
         (405 | 501, _) => ErrorKind::Unsupported,
         (429 | 502 | 503 | 504, _) => ErrorKind::Unavailable,

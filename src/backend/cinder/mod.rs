@@ -338,7 +338,10 @@ impl CinderBackend {
         if !is_settled(&current) {
             // Cinder refuses to delete what is still being created ("status must be available
             // or error"): a delete right after a create waits for it to settle first.
-            match self.poll(kind, id, limit, |o| o.is_none_or(is_settled)).await? {
+            match self
+                .poll(kind, id, limit, |o| o.is_none_or(is_settled))
+                .await?
+            {
                 None => return Ok(()),
                 Some(o) if !is_settled(&o) => {
                     return Err(BackendError::new(
@@ -527,13 +530,12 @@ impl Backend for CinderBackend {
     }
 
     fn with_secrets(&self, secrets: &Secrets) -> BackendResult<Option<Arc<dyn Backend>>> {
-        let config = self
-            .client
-            .config()
-            .with_secrets(secrets)
-            .map_err(|e| {
-                BackendError::new(ErrorKind::InvalidArgument, format!("{}: {}", e.key, e.message))
-            })?;
+        let config = self.client.config().with_secrets(secrets).map_err(|e| {
+            BackendError::new(
+                ErrorKind::InvalidArgument,
+                format!("{}: {}", e.key, e.message),
+            )
+        })?;
         let Some(config) = config else {
             return Ok(None);
         };
@@ -563,13 +565,7 @@ impl Backend for CinderBackend {
 
     async fn health(&self) -> BackendResult<()> {
         self.client
-            .call(
-                "health",
-                Method::GET,
-                "/snapshots?limit=1",
-                None,
-                &[],
-            )
+            .call("health", Method::GET, "/snapshots?limit=1", None, &[])
             .await
             .map(|_| ())
     }
@@ -737,10 +733,7 @@ impl Backend for CinderBackend {
         let mut body = Map::new();
         body.insert(self.name_field().into(), json!(request.name));
         body.insert(self.description_field().into(), json!(description));
-        body.insert(
-            "volume_id".into(),
-            json!(request.source_volume_id.as_str()),
-        );
+        body.insert("volume_id".into(), json!(request.source_volume_id.as_str()));
         if self.dialect() == Dialect::V3 {
             body.insert("metadata".into(), json!(tags));
         }
@@ -756,8 +749,8 @@ impl Backend for CinderBackend {
             // 3.66+: in-use volumes are snapshotted without the flag (and `force: false` is
             // refused); earlier, and in v2/v1, the flag is what allows it.
             let microversion = self.client.session().await?.microversion;
-            let needs_flag = self.dialect() != Dialect::V3
-                || microversion.is_none_or(|m| m < SNAPSHOT_IN_USE);
+            let needs_flag =
+                self.dialect() != Dialect::V3 || microversion.is_none_or(|m| m < SNAPSHOT_IN_USE);
             if needs_flag {
                 body.insert("force".into(), json!(true));
             }
@@ -765,7 +758,13 @@ impl Backend for CinderBackend {
         let body = json!({ "snapshot": body });
         let answer = self
             .client
-            .call("create snapshot", Method::POST, "/snapshots", Some(&body), &[])
+            .call(
+                "create snapshot",
+                Method::POST,
+                "/snapshots",
+                Some(&body),
+                &[],
+            )
             .await?;
         let created = &answer.body["snapshot"];
         let snapshot = self.snapshot_of(created)?;
