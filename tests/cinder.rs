@@ -749,3 +749,32 @@ async fn simulated_v2_and_v1_dialects() {
         println!("{dialect} simulator: {} API requests", stats["requests"]);
     }
 }
+
+#[test]
+fn config_errors_name_the_file_and_key() {
+    let text = "[backends.east]\ntype = \"cinder\"\nauth_type = \"password\"\n\
+                username = \"u\"\nuser_domain_name = \"Default\"\npassword = \"hunter2\"\n\
+                project_id = \"p\"\n";
+    let file = snapcsi::config::FileConfig::parse("snap.toml", text).expect("parses");
+    let err = snapcsi::backend::registry::build("snap.toml", &file)
+        .err()
+        .expect("no auth_url");
+    assert_eq!(err.key, "backends.east.auth_url", "{err}");
+    assert!(err.to_string().starts_with("config snap.toml:"), "{err}");
+    assert!(!err.to_string().contains("hunter2"));
+    let typo = text.replace("auth_type", "auth_typ");
+    let file = snapcsi::config::FileConfig::parse("snap.toml", &typo).expect("parses");
+    let err = snapcsi::backend::registry::build("snap.toml", &file)
+        .err()
+        .expect("unknown key");
+    assert!(err.to_string().contains("auth_typ"), "{err}");
+    let dialect = format!("{text}auth_url = \"http://k/v3\"\ndialect = \"v4\"\n");
+    let file = snapcsi::config::FileConfig::parse("snap.toml", &dialect).expect("parses");
+    let err = snapcsi::backend::registry::build("snap.toml", &file)
+        .err()
+        .expect("bad dialect");
+    assert!(err.to_string().contains("v4"), "{err}");
+    let ok = format!("{text}auth_url = \"http://k/v3\"\n");
+    let file = snapcsi::config::FileConfig::parse("snap.toml", &ok).expect("parses");
+    assert!(snapcsi::backend::registry::build("snap.toml", &file).is_ok());
+}
