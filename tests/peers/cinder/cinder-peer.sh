@@ -150,6 +150,7 @@ rm -f "$dir/cinder.sqlite"
 "$cinder_venv/bin/cinder-manage" --config-file "$dir/cinder.conf" db sync >"$dir/logs/db-sync.out" 2>&1 \
     || { tail -20 "$dir/logs/db-sync.out" >&2; die "cinder-manage db sync failed"; }
 # The server records its own pid (setsid may fork) and leads its own process group.
+# shellcheck disable=SC2016  # expanded by the inner shell
 FAKE_DELAY=${FAKE_DELAY:-0} PYTHONPATH=$here setsid bash -c \
     'echo $$ >"$1"; cd "$2" && exec "$3" cinder_allinone.py --config-file "$4"' \
     cinder-peer "$dir/cinder.pid" "$here" "$cinder_venv/bin/python" "$dir/cinder.conf" \

@@ -11,6 +11,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/tools/env.sh
+# shellcheck disable=SC1091
 source "$here/../../tools/env.sh"
 
 CINDER_VERSION=29.0.0

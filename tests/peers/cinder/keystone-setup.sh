@@ -31,6 +31,7 @@ manage fernet_setup --keystone-user "$(id -un)" --keystone-group "$(id -gn)"
 manage credential_setup --keystone-user "$(id -un)" --keystone-group "$(id -gn)"
 manage bootstrap --bootstrap-password "$admin_password" --bootstrap-admin-url "$url" \
     --bootstrap-public-url "$url" --bootstrap-internal-url "$url" --bootstrap-region-id RegionOne
+# shellcheck disable=SC2016  # expanded by the inner shell
 OS_KEYSTONE_CONFIG_FILES=$dir/keystone.conf KEYSTONE_SERVE_PORT=$port setsid bash -c \
     'echo $$ >"$1"; cd "$2" && exec "$3" keystone_serve.py' \
     keystone "$dir/keystone.pid" "$here" "$venv/bin/python" \
