@@ -5,6 +5,7 @@
 //! rules every backend shares — idempotency by name, the per-name in-flight guard, opaque page
 //! tokens, request validation — live above it, in `crate::ops` and `crate::csi`, once.
 
+pub mod cinder;
 pub mod conformance;
 pub mod deltacloud;
 pub mod local;

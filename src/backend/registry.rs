@@ -610,6 +610,15 @@ pub fn build_instance(
                 .map_err(|e| error(format!("backends.{name}.{}", e.key), e.message))?,
             )
         }
+        "cinder" => {
+            let s: crate::backend::cinder::config::CinderConfig = section(file, name, table)?;
+            s.validate()
+                .map_err(|e| error(format!("backends.{name}.{}", e.key), e.message))?;
+            Arc::new(
+                crate::backend::cinder::CinderBackend::new(s, config.cluster_id.clone())
+                    .map_err(|m| error(format!("backends.{name}"), m))?,
+            )
+        }
         other => {
             return Err(error(
                 format!("backends.{name}.type"),

@@ -1,0 +1,614 @@
+//! The raw Cinder API: authentication (Keystone v3, noauth, fixed token), endpoint discovery,
+//! microversion negotiation, and one `call` that every operation goes through (with one
+//! re-authentication on 401). It knows URLs and JSON, not CSI.
+
+use super::config::{AuthType, CinderConfig, Dialect};
+use super::error::classify;
+use crate::backend::{BackendError, BackendResult, ErrorKind};
+use crate::http::{HttpClient, Idempotency};
+use crate::secret::Secret;
+use serde_json::{Value, json};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const BACKEND: &str = "cinder";
+
+/// A v3 microversion, e.g. 3.66.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Microversion {
+    /// Major (always 3 for the v3 API).
+    pub major: u32,
+    /// Minor.
+    pub minor: u32,
+}
+
+impl Microversion {
+    /// Parses `3.66`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (major, minor) = text.trim().split_once('.')?;
+        Some(Self {
+            major: major.parse().ok()?,
+            minor: minor.parse().ok()?,
+        })
+    }
+
+    const fn new(minor: u32) -> Self {
+        Self { major: 3, minor }
+    }
+}
+
+impl fmt::Display for Microversion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// 3.66: snapshots of in-use volumes need no `force` (and `force: false` is refused).
+pub const SNAPSHOT_IN_USE: Microversion = Microversion::new(66);
+/// The highest microversion this client is written against.
+pub const HIGHEST_KNOWN: Microversion = SNAPSHOT_IN_USE;
+
+/// An authenticated view of the cloud.
+#[derive(Clone)]
+pub struct Session {
+    token: Secret,
+    /// Volume endpoint, e.g. `http://host:8776/v3/<project>`, without a trailing slash.
+    pub endpoint: String,
+    /// Token expiry; `None` for tokens we cannot renew (noauth, fixed token).
+    expires_at: Option<SystemTime>,
+    /// When the token was issued (to renew at half-life for short tokens).
+    issued_at: SystemTime,
+    /// Negotiated microversion (v3 only).
+    pub microversion: Option<Microversion>,
+}
+
+impl Session {
+    /// The token this session sends (tests revoke it to check the re-authentication).
+    pub fn token(&self) -> &Secret {
+        &self.token
+    }
+
+    fn fresh(&self, now: SystemTime) -> bool {
+        let Some(expires) = self.expires_at else {
+            return true;
+        };
+        let lifetime = expires
+            .duration_since(self.issued_at)
+            .unwrap_or(Duration::ZERO);
+        // Renew five minutes before expiry, or at half-life for tokens shorter than that.
+        let margin = Duration::from_secs(300).min(lifetime / 2);
+        now + margin < expires
+    }
+}
+
+/// One Cinder endpoint and its credentials.
+pub struct CinderClient {
+    http: HttpClient,
+    config: Arc<CinderConfig>,
+    session: tokio::sync::Mutex<Option<Session>>,
+    calls: AtomicU64,
+    auth_calls: AtomicU64,
+}
+
+/// A Cinder answer with a success status.
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Body as JSON (`Null` when empty).
+    pub body: Value,
+}
+
+impl CinderClient {
+    /// A client for one configured instance (nothing is sent until the first call).
+    pub fn new(config: Arc<CinderConfig>) -> Result<Self, String> {
+        let http = HttpClient::new(&config.http, BACKEND)?;
+        Ok(Self {
+            http,
+            config,
+            session: tokio::sync::Mutex::new(None),
+            calls: AtomicU64::new(0),
+            auth_calls: AtomicU64::new(0),
+        })
+    }
+
+    /// The instance configuration.
+    pub fn config(&self) -> &CinderConfig {
+        &self.config
+    }
+
+    /// HTTP requests sent to Cinder so far (each retry attempt counts).
+    pub fn api_calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent to Keystone and to the version document so far.
+    pub fn auth_calls(&self) -> u64 {
+        self.auth_calls.load(Ordering::Relaxed)
+    }
+
+    /// The current session, authenticating when there is none or its token is about to expire.
+    pub async fn session(&self) -> BackendResult<Session> {
+        let mut slot = self.session.lock().await;
+        if let Some(s) = slot.as_ref()
+            && s.fresh(SystemTime::now())
+        {
+            return Ok(s.clone());
+        }
+        let session = self.authenticate().await?;
+        *slot = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Forgets the session whose token was refused (another task may have renewed already).
+    async fn forget(&self, refused: &Secret) {
+        let mut slot = self.session.lock().await;
+        if slot.as_ref().is_some_and(|s| &s.token == refused) {
+            *slot = None;
+        }
+    }
+
+    fn renewable(&self) -> bool {
+        match self.config.auth_type {
+            AuthType::Noauth => false,
+            AuthType::Token => self.config.auth_url.is_some(),
+            AuthType::Password | AuthType::ApplicationCredential => true,
+        }
+    }
+
+    /// Sends one API request to `path` (relative to the volume endpoint, with its query) and
+    /// returns a success answer; any other answer is sorted by [`classify`], except the
+    /// statuses listed in `pass`, which come back as answers for the caller to read.
+    pub async fn call(
+        &self,
+        operation: &'static str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        pass: &[u16],
+    ) -> BackendResult<Answer> {
+        let idempotency = if method == reqwest::Method::POST {
+            Idempotency::Once
+        } else {
+            Idempotency::Idempotent
+        };
+        let mut reauthenticated = false;
+        loop {
+            let session = self.session().await?;
+            let url = format!("{}{path}", session.endpoint);
+            let response = self
+                .http
+                .send(operation, idempotency, |c| {
+                    self.calls.fetch_add(1, Ordering::Relaxed);
+                    let mut request = c
+                        .request(method.clone(), &url)
+                        .header("X-Auth-Token", session.token.expose())
+                        .header("Accept", "application/json");
+                    if let Some(v) = session.microversion {
+                        request = request.header("OpenStack-API-Version", format!("volume {v}"));
+                    }
+                    if let Some(b) = body {
+                        request = request.json(b);
+                    }
+                    request
+                })
+                .await?;
+            let status = response.status().as_u16();
+            let request_id = crate::http::request_id(&response).map(str::to_owned);
+            let bytes = response.bytes().await.map_err(|e| {
+                BackendError::new(
+                    ErrorKind::Unavailable,
+                    format!("cinder {operation}: reading the answer failed: {e}"),
+                )
+            })?;
+            if status == 401 && !reauthenticated && self.renewable() {
+                // The token was revoked or expired early: one fresh authentication.
+                tracing::info!(operation, "cinder refused the token; authenticating again");
+                self.forget(&session.token).await;
+                reauthenticated = true;
+                continue;
+            }
+            if (200..300).contains(&status) || pass.contains(&status) {
+                let body = if bytes.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&bytes).map_err(|e| {
+                        BackendError::internal(format!(
+                            "cinder {operation}: the answer is not JSON: {e}"
+                        ))
+                    })?
+                };
+                return Ok(Answer { status, body });
+            }
+            let error = classify(operation, status, &bytes);
+            tracing::warn!(
+                operation,
+                status,
+                request_id = request_id.as_deref().unwrap_or("-"),
+                error = %error.message,
+                "cinder refused a request"
+            );
+            return Err(error);
+        }
+    }
+
+    async fn authenticate(&self) -> BackendResult<Session> {
+        let c = &self.config;
+        let now = SystemTime::now();
+        let keystone = match c.auth_type {
+            AuthType::Noauth => None,
+            AuthType::Token if c.auth_url.is_none() => None,
+            _ => Some(self.keystone().await?),
+        };
+        let mut session = match keystone {
+            Some(k) => {
+                let endpoint = match &c.endpoint {
+                    Some(e) => substitute(e, k.project_id.as_deref())?,
+                    None => self.endpoint_in_catalog(&k.catalog)?,
+                };
+                Session {
+                    token: k.token,
+                    endpoint,
+                    expires_at: k.expires_at,
+                    issued_at: now,
+                    microversion: None,
+                }
+            }
+            None => {
+                let project = c.project_id.as_deref();
+                let token = match c.auth_type {
+                    AuthType::Noauth => Secret::new(format!(
+                        "{}:{}",
+                        c.user_id.as_deref().unwrap_or("admin"),
+                        project.unwrap_or_default()
+                    )),
+                    _ => c.token.clone().unwrap_or_else(|| Secret::new("")),
+                };
+                let endpoint = c.endpoint.as_deref().ok_or_else(|| {
+                    BackendError::internal("cinder: no endpoint configured".to_owned())
+                })?;
+                Session {
+                    token,
+                    endpoint: substitute(endpoint, project)?,
+                    expires_at: None,
+                    issued_at: now,
+                    microversion: None,
+                }
+            }
+        };
+        if c.dialect == Dialect::V3 {
+            session.microversion = self.negotiate(&session).await;
+        }
+        Ok(session)
+    }
+
+    /// Keystone v3 `POST /auth/tokens` with the configured method.
+    async fn keystone(&self) -> BackendResult<KeystoneToken> {
+        let c = &self.config;
+        let auth_url = c
+            .auth_url
+            .as_deref()
+            .ok_or_else(|| BackendError::internal("cinder: auth_url is not set".to_owned()))?;
+        let url = format!("{}/auth/tokens", auth_url.trim_end_matches('/'));
+        let body = self.auth_body();
+        self.auth_calls.fetch_add(1, Ordering::Relaxed);
+        let response = self
+            .http
+            .send("keystone auth", Idempotency::Idempotent, |client| {
+                client
+                    .post(&url)
+                    .header("Accept", "application/json")
+                    .json(&body)
+            })
+            .await?;
+        let status = response.status().as_u16();
+        let token = response
+            .headers()
+            .get("X-Subject-Token")
+            .and_then(|v| v.to_str().ok())
+            .map(|t| Secret::new(t.to_owned()));
+        let bytes = response.bytes().await.map_err(|e| {
+            BackendError::new(
+                ErrorKind::Unavailable,
+                format!("keystone auth: reading the answer failed: {e}"),
+            )
+        })?;
+        if !(200..300).contains(&status) {
+            let mut error = classify("keystone auth", status, &bytes);
+            error.message = error.message.replacen("cinder ", "", 1);
+            return Err(error);
+        }
+        let token = token.ok_or_else(|| {
+            BackendError::internal("keystone auth: the answer has no X-Subject-Token header")
+        })?;
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            BackendError::internal(format!("keystone auth: the answer is not JSON: {e}"))
+        })?;
+        let t = &body["token"];
+        Ok(KeystoneToken {
+            token,
+            expires_at: t["expires_at"].as_str().and_then(parse_time),
+            project_id: t["project"]["id"].as_str().map(str::to_owned),
+            catalog: t["catalog"].clone(),
+        })
+    }
+
+    fn auth_body(&self) -> Value {
+        let c = &self.config;
+        let domain = |id: &Option<String>, name: &Option<String>| match (id, name) {
+            (Some(id), _) => json!({ "id": id }),
+            (None, Some(name)) => json!({ "name": name }),
+            (None, None) => json!({ "name": "Default" }),
+        };
+        let user = || match &c.user_id {
+            Some(id) => json!({ "id": id }),
+            None => json!({
+                "name": c.username,
+                "domain": domain(&c.user_domain_id, &c.user_domain_name),
+            }),
+        };
+        let scope = || match (&c.project_id, &c.project_name) {
+            (Some(id), _) => Some(json!({ "project": { "id": id } })),
+            (None, Some(name)) => Some(json!({ "project": {
+                "name": name,
+                "domain": domain(&c.project_domain_id, &c.project_domain_name),
+            }})),
+            (None, None) => None,
+        };
+        let expose = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_owned());
+        let (identity, scope) = match c.auth_type {
+            AuthType::Password => {
+                let mut u = user();
+                u["password"] = json!(expose(&c.password));
+                (
+                    json!({ "methods": ["password"], "password": { "user": u } }),
+                    scope(),
+                )
+            }
+            AuthType::ApplicationCredential => {
+                let mut ac = match &c.application_credential_id {
+                    Some(id) => json!({ "id": id }),
+                    None => json!({ "name": c.application_credential_name, "user": user() }),
+                };
+                ac["secret"] = json!(expose(&c.application_credential_secret));
+                // An application credential carries its own project scope.
+                (
+                    json!({ "methods": ["application_credential"], "application_credential": ac }),
+                    None,
+                )
+            }
+            AuthType::Token | AuthType::Noauth => (
+                json!({ "methods": ["token"], "token": { "id": expose(&c.token) } }),
+                scope(),
+            ),
+        };
+        let mut auth = json!({ "identity": identity });
+        if let Some(s) = scope {
+            auth["scope"] = s;
+        }
+        json!({ "auth": auth })
+    }
+
+    /// The volume endpoint from a Keystone catalog: service type (the dialect's list, or the
+    /// configured one), interface and region.
+    fn endpoint_in_catalog(&self, catalog: &Value) -> BackendResult<String> {
+        let c = &self.config;
+        let configured;
+        let types: &[&str] = match &c.service_type {
+            Some(t) => {
+                configured = [t.as_str()];
+                &configured
+            }
+            None => c.dialect.service_types(),
+        };
+        let services = catalog.as_array().map(Vec::as_slice).unwrap_or_default();
+        for wanted in types {
+            for service in services.iter().filter(|s| s["type"] == *wanted) {
+                let endpoints = service["endpoints"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let found = endpoints.iter().find(|e| {
+                    e["interface"] == c.interface.as_str()
+                        && c.region.as_deref().is_none_or(|r| {
+                            e["region_id"].as_str() == Some(r) || e["region"].as_str() == Some(r)
+                        })
+                });
+                if let Some(url) = found.and_then(|e| e["url"].as_str()) {
+                    return Ok(url.trim_end_matches('/').to_owned());
+                }
+            }
+        }
+        Err(BackendError::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "keystone catalog has no {} endpoint of type {} in region {}",
+                c.interface.as_str(),
+                types.join(" / "),
+                c.region.as_deref().unwrap_or("(any)")
+            ),
+        ))
+    }
+
+    /// Reads the server's version document (the root above `/v3`) and picks the highest
+    /// microversion both sides speak, capped by `max_microversion`. `None` (no header) when
+    /// the document cannot be read: the server then answers as 3.0.
+    async fn negotiate(&self, session: &Session) -> Option<Microversion> {
+        let cap = self
+            .config
+            .max_microversion
+            .as_deref()
+            .and_then(Microversion::parse)
+            .unwrap_or(HIGHEST_KNOWN)
+            .min(HIGHEST_KNOWN);
+        let root = match session.endpoint.find("/v3") {
+            Some(at) => format!("{}/", &session.endpoint[..at]),
+            None => format!("{}/", session.endpoint),
+        };
+        self.auth_calls.fetch_add(1, Ordering::Relaxed);
+        let answer = self
+            .http
+            .send("version document", Idempotency::Idempotent, |c| {
+                c.get(&root).header("Accept", "application/json")
+            })
+            .await;
+        let document: Option<Value> = match answer {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        let server = document.as_ref().and_then(|d| {
+            let versions = match d.get("versions") {
+                Some(Value::Array(list)) => list.clone(),
+                _ => vec![d.get("version")?.clone()],
+            };
+            versions
+                .iter()
+                .filter(|v| v["id"].as_str().is_some_and(|id| id.starts_with("v3")))
+                .find_map(|v| Microversion::parse(v["version"].as_str()?))
+        });
+        match server {
+            Some(max) => Some(max.min(cap)),
+            None => {
+                tracing::warn!(
+                    root,
+                    "cinder version document unreadable; using the base v3 API (3.0)"
+                );
+                None
+            }
+        }
+    }
+}
+
+struct KeystoneToken {
+    token: Secret,
+    expires_at: Option<SystemTime>,
+    project_id: Option<String>,
+    catalog: Value,
+}
+
+/// Replaces the project placeholders of a configured endpoint.
+fn substitute(endpoint: &str, project: Option<&str>) -> BackendResult<String> {
+    let mut out = endpoint.trim_end_matches('/').to_owned();
+    for placeholder in ["{project_id}", "$(project_id)s", "$(tenant_id)s"] {
+        if out.contains(placeholder) {
+            let p = project.ok_or_else(|| {
+                BackendError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("cinder endpoint {endpoint} needs a project id"),
+                )
+            })?;
+            out = out.replace(placeholder, p);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses the ISO 8601 times OpenStack answers with: `2013-02-25T03:56:53.081642` (UTC when no
+/// zone is given), `…Z`, `…+01:00`.
+pub fn parse_time(text: &str) -> Option<SystemTime> {
+    let text = text.trim();
+    let (date, time) = text.split_once(['T', ' '])?;
+    let mut d = date.splitn(3, '-');
+    let year: i64 = d.next()?.parse().ok()?;
+    let month: u32 = d.next()?.parse().ok()?;
+    let day: u32 = d.next()?.parse().ok()?;
+    // Split off the zone: `Z`, `+hh:mm`, `-hh:mm`, or nothing.
+    let (clock, offset_seconds) = if let Some(rest) = time.strip_suffix('Z') {
+        (rest, 0i64)
+    } else if let Some(at) = time.rfind(['+', '-']) {
+        let (clock, zone) = time.split_at(at);
+        let sign = if zone.starts_with('-') { -1 } else { 1 };
+        let zone = &zone[1..];
+        let (h, m) = zone
+            .split_once(':')
+            .unwrap_or((zone.get(..2)?, zone.get(2..)?));
+        let h: i64 = h.parse().ok()?;
+        let m: i64 = if m.is_empty() { 0 } else { m.parse().ok()? };
+        (clock, sign * (h * 3600 + m * 60))
+    } else {
+        (time, 0)
+    };
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut t = hms.splitn(3, ':');
+    let hour: i64 = t.next()?.parse().ok()?;
+    let minute: i64 = t.next()?.parse().ok()?;
+    let second: i64 = t.next().unwrap_or("0").parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let nanos: u32 = if fraction.is_empty() {
+        0
+    } else {
+        let digits: String = fraction.chars().take(9).collect();
+        let scale = 10u32.pow(9 - digits.len() as u32);
+        digits.parse::<u32>().ok()? * scale
+    };
+    // Days from the civil date (proleptic Gregorian), Howard Hinnant's algorithm.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(month) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
+    let seconds = u64::try_from(seconds).ok()?;
+    Some(UNIX_EPOCH + Duration::new(seconds, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse() {
+        let t = parse_time("2013-02-25T03:56:53.081642").expect("parses");
+        let d = t.duration_since(UNIX_EPOCH).expect("after epoch");
+        assert_eq!(d.as_secs(), 1_361_764_613);
+        assert_eq!(d.subsec_micros(), 81_642);
+        let z = parse_time("2013-02-25T03:56:53Z").expect("parses");
+        let plus = parse_time("2013-02-25T04:56:53+01:00").expect("parses");
+        assert_eq!(z, plus);
+        assert!(parse_time("yesterday").is_none());
+        assert!(parse_time("2013-13-25T03:56:53").is_none());
+    }
+
+    #[test]
+    fn microversions_order_and_print() {
+        let a = Microversion::parse("3.9").expect("parses");
+        let b = Microversion::parse("3.66").expect("parses");
+        assert!(a < b);
+        assert_eq!(b.to_string(), "3.66");
+        assert!(Microversion::parse("three").is_none());
+    }
+
+    #[test]
+    fn placeholders_are_replaced() {
+        assert_eq!(
+            substitute("http://h:8776/v3/$(project_id)s/", Some("p1")).expect("ok"),
+            "http://h:8776/v3/p1"
+        );
+        assert!(substitute("http://h/v3/{project_id}", None).is_err());
+    }
+
+    #[test]
+    fn sessions_renew_before_expiry() {
+        let now = SystemTime::now();
+        let s = Session {
+            token: Secret::new("t"),
+            endpoint: String::new(),
+            expires_at: Some(now + Duration::from_secs(3600)),
+            issued_at: now,
+            microversion: None,
+        };
+        assert!(s.fresh(now));
+        assert!(!s.fresh(now + Duration::from_secs(3400)));
+        let short = Session {
+            expires_at: Some(now + Duration::from_secs(60)),
+            ..s
+        };
+        assert!(short.fresh(now + Duration::from_secs(20)));
+        assert!(!short.fresh(now + Duration::from_secs(31)));
+    }
+}

@@ -1,0 +1,207 @@
+//! Test helpers of tests/cinder.rs: a driver as a separate process (so it can be killed with
+//! SIGKILL) and an HTTP relay that holds back Cinder's answer to the first snapshot create.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+/// `snapcsi serve` in its own process.
+pub struct DriverProcess {
+    child: Option<Child>,
+    pub socket: PathBuf,
+}
+
+impl DriverProcess {
+    /// Starts the driver binary with `config`; waits for its socket.
+    pub async fn start(dir: &Path, config: &Path, tag: &str) -> DriverProcess {
+        let socket = dir.join(format!("{tag}.sock"));
+        let log = std::fs::File::create(dir.join(format!("{tag}.log"))).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_snapcsi"))
+            .arg("serve")
+            .arg("--endpoint")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--data-dir")
+            .arg(dir.join(format!("data-{tag}")))
+            .arg("--node-id")
+            .arg("restart-test")
+            .arg("--mode")
+            .arg("controller")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn the driver");
+        for _ in 0..300 {
+            if socket.exists() {
+                return DriverProcess {
+                    child: Some(child),
+                    socket,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("driver socket {} never appeared", socket.display());
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for DriverProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Relays HTTP/1.1 to `upstream`; the answer to the first `POST …/snapshots` is held back
+/// (the request itself reaches Cinder) until [`HoldingProxy::release`].
+pub struct HoldingProxy {
+    port: u16,
+    state: Arc<State>,
+}
+
+struct State {
+    upstream: String,
+    armed: AtomicBool,
+    created: Notify,
+    released: Notify,
+    seen: AtomicBool,
+}
+
+impl HoldingProxy {
+    /// Listens on 127.0.0.1 (a free port).
+    pub async fn start(upstream: &str) -> HoldingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let state = Arc::new(State {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            armed: AtomicBool::new(true),
+            created: Notify::new(),
+            released: Notify::new(),
+            seen: AtomicBool::new(false),
+        });
+        let s = Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(relay(stream, Arc::clone(&s)));
+            }
+        });
+        HoldingProxy { port, state }
+    }
+
+    /// The relay's base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until the held create reached Cinder.
+    pub async fn wait_for_create(&self) {
+        if self.state.seen.load(Ordering::SeqCst) {
+            return;
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.state.created.notified())
+            .await
+            .expect("the driver never sent its snapshot create");
+    }
+
+    /// Lets held answers go (their connection is gone by then) and relays the rest normally.
+    pub fn release(&self) {
+        self.state.released.notify_waiters();
+    }
+}
+
+async fn relay(stream: TcpStream, state: Arc<State>) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let client = reqwest::Client::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let (method, path) = (method.to_owned(), path.to_owned());
+        let mut headers = Vec::new();
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end().to_owned();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                let (k, v) = (k.trim().to_owned(), v.trim().to_owned());
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.parse().unwrap_or(0);
+                } else if !["host", "connection"]
+                    .iter()
+                    .any(|x| k.eq_ignore_ascii_case(x))
+                {
+                    headers.push((k, v));
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
+            return;
+        };
+        let mut request = client.request(m, format!("{}{path}", state.upstream));
+        for (k, v) in &headers {
+            request = request.header(k, v);
+        }
+        let Ok(answer) = request.body(body).send().await else {
+            return;
+        };
+        let status = answer.status();
+        let content_type = answer
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned();
+        let bytes = answer.bytes().await.unwrap_or_default();
+        let create = method == "POST" && path.trim_end_matches('/').ends_with("/snapshots");
+        if create && state.armed.swap(false, Ordering::SeqCst) {
+            state.seen.store(true, Ordering::SeqCst);
+            state.created.notify_one();
+            // Cinder made the snapshot; the driver never hears about it.
+            state.released.notified().await;
+            return;
+        }
+        let head = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("OK"),
+            bytes.len()
+        );
+        if write.write_all(head.as_bytes()).await.is_err() || write.write_all(&bytes).await.is_err()
+        {
+            return;
+        }
+    }
+}
