@@ -6,7 +6,7 @@ the SCP SDK facts in issue 4 (signed headers, the other snapshot and volume call
 standard library only. It refuses what the service would refuse:
 
   * every request is signed: `Scp-Signature` is recomputed from the request exactly as
-    received (method + `http://` + Host + the raw request target + `Scp-Timestamp` +
+    received (method + `http://` (or `https://`) + Host + the raw request target + `Scp-Timestamp` +
     `Scp-Accesskey` + `Scp-AccountId` (or "") + `Scp-ClientType`), HMAC-SHA256 with the secret
     key, Base64; the timestamp (Unix milliseconds) must lie within 15 minutes of now;
     a missing signing header, an unknown key, a stale timestamp or a wrong signature -> 401;
@@ -392,7 +392,7 @@ class Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host")
         if not host:
             raise Reject(400, "InvalidRequest", "missing header Host")
-        url = "http://" + host + raw_target
+        url = self.server.scheme + "://" + host + raw_target
         message = method + url + timestamp + access_key + account_id + client_type
         expected = base64.b64encode(
             hmac.new(secret_key.encode(), message.encode(), hashlib.sha256).digest()
@@ -671,6 +671,8 @@ def main():
     parser.add_argument("--today", help="YYYY-MM-DD for the version policy (default: UTC today)")
     parser.add_argument("--window", type=float, default=900.0, help="signature validity, seconds")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain")
+    parser.add_argument("--tls-key", help="the certificate's PEM private key")
     args = parser.parse_args()
     if not args.credential:
         raise SystemExit("at least one --credential AK:SK is required")
@@ -678,6 +680,14 @@ def main():
     server.daemon_threads = True
     server.state = State(args)
     server.verbose = args.verbose
+    server.scheme = "http"
+    if args.tls_cert:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.scheme = "https"
     print(f"LISTENING {server.server_address[1]}", flush=True)
     try:
         server.serve_forever()
