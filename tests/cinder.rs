@@ -459,6 +459,34 @@ async fn real_keystone_auth_methods() {
     );
     exercised.push("password (user and project by name + domain)");
 
+    // `snapcsi check-config` on the same cloud: good credentials OK, a wrong password a
+    // PROBLEM line (exit 1) that does not repeat the password.
+    let check = |body: String| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("check.toml");
+        std::fs::write(&path, format!("[backends.east]\n{body}")).expect("config");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapcsi"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run check-config");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = check(by_name.clone());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("OK      backend east (cinder)"), "{out}");
+    let wrong = by_name.replace(
+        &format!("password = \"{password}\""),
+        "password = \"not-the-password\"",
+    );
+    let (code, out) = check(wrong);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with("PROBLEM backend east (cinder)"), "{out}");
+    assert!(!out.contains("not-the-password"), "{out}");
+
     // One re-authentication when Cinder refuses a revoked token.
     let revoked = session.token().expose().to_owned();
     let status = reqwest::Client::new()
