@@ -15,6 +15,9 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
     && install -m 0755 target/release/snapcsi /snapcsi
 
 FROM debian:bookworm-slim
+# Debian's point releases replace package versions; pinning them would break the build at
+# the next point release, so the base image tag is what pins the runtime.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends util-linux mount e2fsprogs xfsprogs ca-certificates \
     && rm -rf /var/lib/apt/lists/*

@@ -6,6 +6,7 @@
 # Phases, each timed:
 #   prereqs  tests/tools/install-prereqs.sh (Debian packages, csi-sanity)
 #   fmt      cargo fmt --all -- --check
+#   lint     tests/tools/lint.sh (hadolint on the Dockerfile, shellcheck on every script)
 #   clippy   cargo clippy --all-targets -- -D warnings
 #   test     cargo test   (unit, integration and doc tests)
 #   build    cargo build  (the debug binary csi-sanity drives)
@@ -115,6 +116,7 @@ fi
 echo "cargo: $(cargo --version); rustc: $(rustc --version)"
 
 phase fmt cargo fmt --all -- --check || true
+phase lint "$root/tests/tools/lint.sh" || true
 phase clippy cargo clippy --all-targets -- -D warnings || true
 # Tests that need a peer (the real Cinder and Keystone, the Python simulators) fail instead
 # of skipping when it cannot be had.
