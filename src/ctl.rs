@@ -598,23 +598,44 @@ fn done(
     }
 }
 
+/// Prints items as JSON (an array for a list, one object otherwise) or as a table.
+fn print<T>(
+    out: &mut impl Write,
+    json_out: bool,
+    items: &[T],
+    list: bool,
+    to_json: fn(&T) -> Value,
+    header: &[&str],
+    rows: fn(&[T]) -> Vec<Vec<String>>,
+) -> std::io::Result<()> {
+    if json_out {
+        let mut docs = items.iter().map(to_json);
+        let doc = if list {
+            Value::Array(docs.collect())
+        } else {
+            docs.next().unwrap_or(Value::Null)
+        };
+        writeln!(out, "{doc:#}")
+    } else {
+        table(out, header, &rows(items))
+    }
+}
+
 fn print_volumes(
     out: &mut impl Write,
     json_out: bool,
     volumes: &[csi::Volume],
     list: bool,
 ) -> std::io::Result<()> {
-    if json_out {
-        let items: Vec<Value> = volumes.iter().map(volume_json).collect();
-        let doc = if list {
-            Value::Array(items)
-        } else {
-            items.into_iter().next().unwrap_or(Value::Null)
-        };
-        writeln!(out, "{doc:#}")
-    } else {
-        table(out, &VOLUME_HEADER, &volume_rows(volumes))
-    }
+    print(
+        out,
+        json_out,
+        volumes,
+        list,
+        volume_json,
+        &VOLUME_HEADER,
+        volume_rows,
+    )
 }
 
 fn print_snapshots(
@@ -623,17 +644,15 @@ fn print_snapshots(
     snapshots: &[csi::Snapshot],
     list: bool,
 ) -> std::io::Result<()> {
-    if json_out {
-        let items: Vec<Value> = snapshots.iter().map(snapshot_json).collect();
-        let doc = if list {
-            Value::Array(items)
-        } else {
-            items.into_iter().next().unwrap_or(Value::Null)
-        };
-        writeln!(out, "{doc:#}")
-    } else {
-        table(out, &SNAPSHOT_HEADER, &snapshot_rows(snapshots))
-    }
+    print(
+        out,
+        json_out,
+        snapshots,
+        list,
+        snapshot_json,
+        &SNAPSHOT_HEADER,
+        snapshot_rows,
+    )
 }
 
 #[cfg(test)]

@@ -219,6 +219,16 @@ impl LocalBackend {
     }
 }
 
+/// Removes an image no committed record refers to (any more). A failure is only logged: the
+/// file is then an orphan, which the next start sweeps.
+async fn discard_image(path: &Path) {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "image not removed"),
+    }
+}
+
 fn to_volume(record: VolumeRecord) -> Volume {
     Volume {
         id: VolumeId::new(record.id),
@@ -359,8 +369,7 @@ impl Backend for LocalBackend {
         match committed {
             Ok(record) => Ok(to_volume(record)),
             Err(e) => {
-                // Nothing refers to the image yet: removing it keeps "no half object" true.
-                let _ = tokio::fs::remove_file(&path).await;
+                discard_image(&path).await;
                 Err(e)
             }
         }
@@ -402,12 +411,7 @@ impl Backend for LocalBackend {
         let key = id.to_string();
         let removed = blocking(move || store.remove_volume(&key)).await?;
         if removed.is_some() {
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                // The record is gone; the file is an orphan the next start sweeps.
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "image not removed"),
-            }
+            discard_image(&path).await;
         }
         Ok(())
     }
@@ -472,7 +476,7 @@ impl Backend for LocalBackend {
         match committed {
             Ok(record) => Ok(to_snapshot(record)),
             Err(e) => {
-                let _ = tokio::fs::remove_file(&path).await;
+                discard_image(&path).await;
                 Err(e)
             }
         }
@@ -505,11 +509,7 @@ impl Backend for LocalBackend {
         let key = id.to_string();
         let removed = blocking(move || store.remove_snapshot(&key)).await?;
         if removed.is_some() {
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "image not removed"),
-            }
+            discard_image(&path).await;
         }
         Ok(())
     }

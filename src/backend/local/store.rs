@@ -245,21 +245,7 @@ impl Store {
     ) -> BackendResult<(Vec<VolumeRecord>, bool)> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let table = txn.open_table(VOLUMES).map_err(db_error)?;
-        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut items = Vec::with_capacity(limit.min(1024));
-        let mut more = false;
-        for entry in table
-            .range::<&str>((start, Bound::Unbounded))
-            .map_err(db_error)?
-        {
-            let (_, value) = entry.map_err(db_error)?;
-            if items.len() == limit {
-                more = true;
-                break;
-            }
-            items.push(decode(value.value())?);
-        }
-        Ok((items, more))
+        page_after(&table, after, limit)
     }
 
     /// All volume ids (for the orphan sweep at start-up).
@@ -363,55 +349,57 @@ impl Store {
     ) -> BackendResult<(Vec<SnapshotRecord>, bool)> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+        let Some(volume) = volume else {
+            return page_after(&snapshots, after, limit);
+        };
+        let by_volume = txn.open_table(SNAPSHOTS_BY_VOLUME).map_err(db_error)?;
+        let prefix = format!("{volume}/");
+        let start_key = format!("{prefix}{}", after.unwrap_or(""));
+        let start = if after.is_some() {
+            Bound::Excluded(start_key.as_str())
+        } else {
+            Bound::Included(start_key.as_str())
+        };
         let mut items = Vec::with_capacity(limit.min(1024));
-        let mut more = false;
-        match volume {
-            None => {
-                let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-                for entry in snapshots
-                    .range::<&str>((start, Bound::Unbounded))
-                    .map_err(db_error)?
-                {
-                    let (_, value) = entry.map_err(db_error)?;
-                    if items.len() == limit {
-                        more = true;
-                        break;
-                    }
-                    items.push(decode(value.value())?);
-                }
+        for entry in by_volume
+            .range::<&str>((start, Bound::Unbounded))
+            .map_err(db_error)?
+        {
+            let (key, _) = entry.map_err(db_error)?;
+            let Some(snapshot_id) = key.value().strip_prefix(&prefix) else {
+                break;
+            };
+            if items.len() == limit {
+                return Ok((items, true));
             }
-            Some(volume) => {
-                let by_volume = txn.open_table(SNAPSHOTS_BY_VOLUME).map_err(db_error)?;
-                let prefix = format!("{volume}/");
-                let start_key = match after {
-                    Some(after) => format!("{prefix}{after}"),
-                    None => prefix.clone(),
-                };
-                let start = if after.is_some() {
-                    Bound::Excluded(start_key.as_str())
-                } else {
-                    Bound::Included(start_key.as_str())
-                };
-                for entry in by_volume
-                    .range::<&str>((start, Bound::Unbounded))
-                    .map_err(db_error)?
-                {
-                    let (key, _) = entry.map_err(db_error)?;
-                    let Some(snapshot_id) = key.value().strip_prefix(&prefix) else {
-                        break;
-                    };
-                    if items.len() == limit {
-                        more = true;
-                        break;
-                    }
-                    if let Some(value) = snapshots.get(snapshot_id).map_err(db_error)? {
-                        items.push(decode(value.value())?);
-                    }
-                }
+            if let Some(value) = snapshots.get(snapshot_id).map_err(db_error)? {
+                items.push(decode(value.value())?);
             }
         }
-        Ok((items, more))
+        Ok((items, false))
     }
+}
+
+/// Up to `limit` records of `table` after key `after` (exclusive), in key order, and whether
+/// more follow. Reads only what it answers.
+fn page_after<T: for<'de> Deserialize<'de>>(
+    table: &redb::ReadOnlyTable<&str, &[u8]>,
+    after: Option<&str>,
+    limit: usize,
+) -> BackendResult<(Vec<T>, bool)> {
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut items = Vec::with_capacity(limit.min(1024));
+    for entry in table
+        .range::<&str>((start, Bound::Unbounded))
+        .map_err(db_error)?
+    {
+        let (_, value) = entry.map_err(db_error)?;
+        if items.len() == limit {
+            return Ok((items, true));
+        }
+        items.push(decode(value.value())?);
+    }
+    Ok((items, false))
 }
 
 fn check_capacity(used: u64, new_used: u64, max_bytes: Option<u64>) -> BackendResult<()> {
