@@ -839,3 +839,36 @@ async fn delete_racing_create_leaves_a_consistent_state() {
         .await
         .expect("no deadlock");
 }
+
+/// gRPC reflection answers `list` (what `grpcurl -unix <socket> list` asks) with the CSI
+/// services, so the socket can be explored without a copy of the proto.
+#[tokio::test]
+async fn reflection_lists_the_csi_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let driver = Driver::start(&["--backend", "memory", "--mode", "all"]).await;
+    let mut client = ServerReflectionClient::new(driver.channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers
+        .message()
+        .await
+        .expect("answer")
+        .expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a list answer: {answer:?}");
+    };
+    let names: HashSet<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in ["csi.v1.Identity", "csi.v1.Controller", "csi.v1.Node"] {
+        assert!(names.contains(service), "{service} missing from {names:?}");
+    }
+}
