@@ -4,10 +4,13 @@
 //! it, until it succeeds. After every trial exactly the expected objects exist (no duplicate,
 //! no orphan image left behind), and the store opens cleanly.
 //!
-//! `CRASH_TRIALS` sets the number of trials (default 15 in CI; the full run is
+//! Two targets: the local backend (files and store checked on disk too) and the SCP backend
+//! against its simulator (a snapshot takes 0.1 s there, so kills land while it is creating).
+//! `CRASH_TRIALS` sets the number of trials per target (default 15 in CI; the full run is
 //! `CRASH_TRIALS=200 cargo test --release --test crash -- --nocapture`).
 
 mod common;
+mod sim;
 
 use snapcsi::proto as csi;
 use snapcsi::proto::controller_client::ControllerClient;
@@ -25,13 +28,18 @@ struct Driver {
 }
 
 impl Driver {
-    async fn start(dir: &Path) -> Driver {
+    async fn start(dir: &Path, config: Option<&Path>) -> Driver {
         let socket = dir.join("csi.sock");
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["serve", "--mode", "controller", "--endpoint"])
             .arg(format!("unix://{}", socket.display()))
             .arg("--data-dir")
-            .arg(dir.join("data"))
+            .arg(dir.join("data"));
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -121,6 +129,28 @@ async fn restore(
     .map(|r| r.into_inner().volume.unwrap_or_default().volume_id)
 }
 
+/// Creates the trial's snapshot and repeats the call until it is ready to use.
+async fn ready_snapshot(c: &mut ControllerClient<Channel>, volume: &str) -> String {
+    for _ in 0..100 {
+        let snapshot = c
+            .create_snapshot(csi::CreateSnapshotRequest {
+                name: "crash-snap".into(),
+                source_volume_id: volume.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("setup snapshot")
+            .into_inner()
+            .snapshot
+            .unwrap_or_default();
+        if snapshot.ready_to_use {
+            return snapshot.snapshot_id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("setup snapshot never became ready");
+}
+
 async fn run_op(
     c: &mut ControllerClient<Channel>,
     op: Op,
@@ -140,21 +170,60 @@ async fn run_op(
     }
 }
 
-async fn trial(number: u64) -> (Op, bool) {
+/// Which backend a trial runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The embedded local backend (files and store checked on disk too).
+    Local,
+    /// The SCP backend against its simulator (a fresh one per trial), snapshots taking 0.1 s.
+    Scp,
+}
+
+async fn trial(number: u64, target: Target) -> (Op, bool) {
     let mut seed = number.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let op = [Op::CreateSnapshot, Op::DeleteSnapshot, Op::Restore][(number % 3) as usize];
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    let local = target == Target::Local;
+    let simulator = match target {
+        Target::Local => None,
+        Target::Scp => Some(
+            sim::Sim::start(
+                "scp.py",
+                &[
+                    "--credential",
+                    "crash-ak:crash-sk",
+                    "--snapshot-delay",
+                    "0.1",
+                ],
+            )
+            .expect("the SCP simulator"),
+        ),
+    };
+    let config = simulator.as_ref().map(|sim| {
+        let path = dir.path().join("snapcsi.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[backends.scp]\ntype = \"scp\"\nendpoint = \"http://127.0.0.1:{}\"\n\
+                 access_key = \"crash-ak\"\nsecret_key = \"crash-sk\"\n",
+                sim.port
+            ),
+        )
+        .expect("config");
+        path
+    });
+    let config = config.as_deref();
 
     // Setup: a volume holding 32 MiB of data (so a clone on this file system takes a while),
     // and a snapshot of it for the delete and restore trials.
-    let driver = Driver::start(dir.path()).await;
+    let driver = Driver::start(dir.path(), config).await;
     let mut c = driver.client();
     let volume = c
         .create_volume(csi::CreateVolumeRequest {
             name: "crash-source".into(),
             capacity_range: Some(csi::CapacityRange {
-                required_bytes: 64 * MIB,
+                required_bytes: if local { 64 * MIB } else { 1 << 30 },
                 limit_bytes: 0,
             }),
             volume_capabilities: vec![csi::VolumeCapability {
@@ -175,12 +244,12 @@ async fn trial(number: u64) -> (Op, bool) {
     let chunk: Vec<u8> = (0..(32 << 20))
         .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    std::fs::write(&image, &chunk).expect("fill source");
+    if local {
+        std::fs::write(&image, &chunk).expect("fill source");
+    }
     let snapshot = match op {
         Op::CreateSnapshot => String::new(),
-        _ => create_snapshot(&mut c, &volume)
-            .await
-            .expect("setup snapshot"),
+        _ => ready_snapshot(&mut c, &volume).await,
     };
 
     // The interrupted call: kill at a random moment within its first ~150 ms.
@@ -196,13 +265,18 @@ async fn trial(number: u64) -> (Op, bool) {
     let _ = call.await;
 
     // Restart and repeat the call until it succeeds, as the sidecars do.
-    let driver = Driver::start(dir.path()).await;
+    let driver = Driver::start(dir.path(), config).await;
     let mut c = driver.client();
     let mut attempts = 0;
     loop {
         match run_op(&mut c, op, &volume, &snapshot).await {
             Ok(()) => break,
-            Err(status) if status.code() == tonic::Code::Aborted && attempts < 50 => {
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Aborted | tonic::Code::Unavailable
+                ) && attempts < 100 =>
+            {
                 attempts += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -239,8 +313,11 @@ async fn trial(number: u64) -> (Op, bool) {
         "trial {number} {op:?}: volumes {volumes:?}"
     );
     driver.kill();
+    if !local {
+        return (op, finished_before_kill);
+    }
     // A clean start sweeps anything a crash left; after it, files match records exactly.
-    let driver = Driver::start(dir.path()).await;
+    let driver = Driver::start(dir.path(), None).await;
     assert_eq!(
         files(&data.join("snapshots")).len(),
         want_snapshots,
@@ -273,24 +350,33 @@ impl PartialEq for Op {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_nine_loses_and_duplicates_nothing() {
+async fn trials(target: Target) {
     let trials: u64 = std::env::var("CRASH_TRIALS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(15);
     let mut interrupted = 0;
     for number in 0..trials {
-        let (_, finished) = trial(number).await;
+        let (_, finished) = trial(number, target).await;
         if !finished {
             interrupted += 1;
         }
     }
     println!(
-        "crash: {trials} trials, {interrupted} killed mid-call, 0 duplicates, 0 orphans, 0 lost"
+        "crash {target:?}: {trials} trials, {interrupted} killed mid-call, 0 duplicates, 0 orphans, 0 lost"
     );
     assert!(
         interrupted > 0,
         "no trial killed the driver during a call: the test proves nothing"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_loses_and_duplicates_nothing() {
+    trials(Target::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_loses_and_duplicates_nothing_on_scp() {
+    trials(Target::Scp).await;
 }
