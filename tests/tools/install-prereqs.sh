@@ -42,6 +42,9 @@ declare -A pkg_of=(
     [timeout]=coreutils
     # the cloud simulators under tests/sims (standard library only)
     [python3]=python3
+    [openssl]=openssl
+    [curl]=curl
+    [shellcheck]=shellcheck
 )
 
 missing=()
