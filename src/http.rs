@@ -211,6 +211,26 @@ pub fn request_id(response: &reqwest::Response) -> Option<&str> {
         .find_map(|h| response.headers().get(*h)?.to_str().ok())
 }
 
+/// Logs a cloud's refusal once, with the cloud's request id, at the one place a backend turns
+/// the answer into an error (expected answers such as a 404 on delete are not refusals).
+pub fn log_refusal(
+    backend: &'static str,
+    operation: &'static str,
+    status: u16,
+    request_id: Option<&str>,
+    error: &BackendError,
+) {
+    tracing::warn!(
+        backend,
+        operation,
+        status,
+        request_id = request_id.unwrap_or("-"),
+        kind = ?error.kind,
+        error = %error.message,
+        "the cloud refused a request"
+    );
+}
+
 /// A transport error without the URL's query string (it may carry a signature or token).
 fn describe(error: &reqwest::Error) -> String {
     let kind = if error.is_timeout() {

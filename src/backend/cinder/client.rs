@@ -222,13 +222,7 @@ impl CinderClient {
                 return Ok(Answer { status, body });
             }
             let error = classify(operation, status, &bytes);
-            tracing::warn!(
-                operation,
-                status,
-                request_id = request_id.as_deref().unwrap_or("-"),
-                error = %error.message,
-                "cinder refused a request"
-            );
+            crate::http::log_refusal("cinder", operation, status, request_id.as_deref(), &error);
             return Err(error);
         }
     }

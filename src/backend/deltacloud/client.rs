@@ -234,6 +234,7 @@ impl DeltacloudClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
+        let request_id = crate::http::request_id(&response).map(str::to_owned);
         let location = response
             .headers()
             .get(reqwest::header::LOCATION)
@@ -254,7 +255,15 @@ impl DeltacloudClient {
         if status == 404 {
             return Ok(None);
         }
-        Err(classify(operation, status, &content_type, &body))
+        let error = classify(operation, status, &content_type, &body);
+        crate::http::log_refusal(
+            "deltacloud",
+            operation,
+            status,
+            request_id.as_deref(),
+            &error,
+        );
+        Err(error)
     }
 
     fn xml<T: serde::de::DeserializeOwned>(operation: &str, body: &[u8]) -> BackendResult<T> {

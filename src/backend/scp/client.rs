@@ -56,6 +56,8 @@ pub struct Answer {
     pub status: u16,
     /// The body as received.
     pub body: Vec<u8>,
+    /// The cloud's request id, if it sent one.
+    pub request_id: Option<String>,
 }
 
 /// The Virtual Server API of one endpoint.
@@ -296,6 +298,7 @@ impl ScpClient {
             })
             .await?;
         let status = response.status().as_u16();
+        let request_id = crate::http::request_id(&response).map(str::to_owned);
         let body = response.bytes().await.map_err(|e| {
             BackendError::new(
                 ErrorKind::Unavailable,
@@ -306,6 +309,7 @@ impl ScpClient {
         Ok(Answer {
             status,
             body: body.to_vec(),
+            request_id,
         })
     }
 
@@ -318,6 +322,13 @@ impl ScpClient {
     ) -> BackendError {
         let mut err = error::from_status(operation, answer.status, &answer.body);
         err.message = credentials.scrub(err.message);
+        crate::http::log_refusal(
+            "scp",
+            operation,
+            answer.status,
+            answer.request_id.as_deref(),
+            &err,
+        );
         err
     }
 }

@@ -179,11 +179,19 @@ impl SoftLayerClient {
         if (200..300).contains(&status) {
             return json_body("softlayer", operation, response).await.map(Some);
         }
+        let request_id = crate::http::request_id(&response).map(str::to_owned);
         let bytes = response.bytes().await.unwrap_or_default();
         let error = classify(operation, status, &bytes);
         if error.kind == crate::backend::ErrorKind::NotFound {
             return Ok(None);
         }
+        crate::http::log_refusal(
+            "softlayer",
+            operation,
+            status,
+            request_id.as_deref(),
+            &error,
+        );
         Err(error)
     }
 
