@@ -194,6 +194,19 @@ async fn no_leak(
                 );
             }
         }
+        if name == "scp" && label == "wrong" {
+            // The refusal is logged once on our side with the cloud's request id (the
+            // simulator answers with an X-Request-Id of the form req-<hex>).
+            let refusals: Vec<&str> = output
+                .lines()
+                .filter(|l| l.contains("the cloud refused a request"))
+                .collect();
+            assert!(!refusals.is_empty(), "scp: no refusal was logged");
+            assert!(
+                refusals.iter().all(|l| l.contains("req-")),
+                "scp: a refusal was logged without the request id: {refusals:?}"
+            );
+        }
         println!(
             "{name} ({label} credentials): {} bytes of trace output and {} answers, no secret",
             output.len(),
