@@ -198,7 +198,11 @@ fn timestamp(t: Option<&prost_types::Timestamp>) -> String {
     t.map(|t| {
         let secs = u64::try_from(t.seconds).unwrap_or(0);
         let (days, rem) = (secs / 86_400, secs % 86_400);
-        let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(0));
+        let crate::calendar::Date {
+            year: y,
+            month: m,
+            day: d,
+        } = crate::calendar::from_days(i64::try_from(days).unwrap_or(0));
         format!(
             "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
             rem / 3600,
@@ -207,20 +211,6 @@ fn timestamp(t: Option<&prost_types::Timestamp>) -> String {
         )
     })
     .unwrap_or_default()
-}
-
-/// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 fn human_size(bytes: i64) -> String {
@@ -661,8 +651,9 @@ mod tests {
 
     #[test]
     fn dates_and_sizes() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_417), (2025, 11, 25));
+        use crate::calendar::{Date, from_days};
+        assert_eq!(from_days(0), Date::new(1970, 1, 1));
+        assert_eq!(from_days(20_417), Date::new(2025, 11, 25));
         assert_eq!(human_size(512), "512 B");
         assert_eq!(human_size(3 << 30), "3.0 GiB");
         let ts = prost_types::Timestamp {

@@ -5,6 +5,7 @@
 //! in exactly one place, `error`.
 
 pub mod backend;
+pub mod calendar;
 pub mod check;
 pub mod config;
 pub mod csi;

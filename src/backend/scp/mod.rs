@@ -14,7 +14,8 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod signer;
-pub mod time;
+/// Dates and timestamps (the crate's one calendar module).
+pub use crate::calendar as time;
 
 use crate::backend::{
     Backend, BackendError, BackendResult, Capabilities, CreateSnapshot, CreateVolume, ErrorKind,

@@ -341,22 +341,14 @@ pub fn parse_iso8601(text: &str) -> Option<std::time::SystemTime> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
         return None;
     }
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+    let seconds = crate::calendar::to_days(crate::calendar::Date::new(year, month, day)) * 86_400
+        + hour * 3600
+        + minute * 60
+        + second
         - offset_seconds;
     u64::try_from(seconds)
         .ok()
         .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Calendar dates without a date crate: the API version policy compares days, and SCP answers
-//! carry RFC 3339 timestamps (`"created_at": "2025-07-22T09:00:00Z"`, seed 003).
+//! Calendar dates without a date crate, in one place for every backend and the CLI: the SCP
+//! version policy compares days, cloud answers carry ISO 8601 / RFC 3339 timestamps
+//! (`"created_at": "2025-07-22T09:00:00Z"`, seed 003), and `ctl` prints them.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,7 +72,7 @@ fn days_in_month(date: Date) -> u32 {
 }
 
 /// Days since 1970-01-01 of a date (the usual era-based civil-calendar arithmetic).
-fn to_days(date: Date) -> i64 {
+pub fn to_days(date: Date) -> i64 {
     let year = if date.month <= 2 {
         date.year - 1
     } else {
@@ -86,7 +87,8 @@ fn to_days(date: Date) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-fn from_days(days: i64) -> Date {
+/// The date `days` days after 1970-01-01.
+pub fn from_days(days: i64) -> Date {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z - era * 146_097;
