@@ -370,17 +370,8 @@ impl DeltacloudClient {
 
     /// `DELETE /api/storage_snapshots/:id` -> 204; `false` when it was already gone.
     pub async fn delete_snapshot(&self, id: &str) -> BackendResult<bool> {
-        let path = format!("/storage_snapshots/{}", segment(id));
-        Ok(self
-            .call(
-                "delete snapshot",
-                reqwest::Method::DELETE,
-                &path,
-                Format::Xml,
-                None,
-            )
-            .await?
-            .is_some())
+        self.delete("delete snapshot", "storage_snapshots", id)
+            .await
     }
 
     /// `GET /api/storage_volumes`: the whole collection.
@@ -432,17 +423,21 @@ impl DeltacloudClient {
 
     /// `DELETE /api/storage_volumes/:id` -> 204; `false` when it was already gone.
     pub async fn delete_volume(&self, id: &str) -> BackendResult<bool> {
-        let path = format!("/storage_volumes/{}", segment(id));
-        Ok(self
-            .call(
-                "delete volume",
-                reqwest::Method::DELETE,
-                &path,
-                Format::Xml,
-                None,
-            )
-            .await?
-            .is_some())
+        self.delete("delete volume", "storage_volumes", id).await
+    }
+
+    /// `DELETE /api/<collection>/:id`; `false` when the object was already gone.
+    async fn delete(
+        &self,
+        operation: &'static str,
+        collection: &str,
+        id: &str,
+    ) -> BackendResult<bool> {
+        let path = format!("/{collection}/{}", segment(id));
+        let answer = self
+            .call(operation, reqwest::Method::DELETE, &path, Format::Xml, None)
+            .await?;
+        Ok(answer.is_some())
     }
 }
 
