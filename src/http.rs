@@ -112,16 +112,18 @@ impl HttpClient {
         &self.client
     }
 
-    /// Sends a request built by `build`, retrying idempotent ones on transport failures and
-    /// on 429/502/503/504 with capped exponential backoff and full jitter (or the server's
-    /// `Retry-After`, capped). Any answer that is not retried is returned as it is, for the
-    /// backend to sort; a transport failure that is not retried becomes `Unavailable`.
+    /// Sends a request built by `build` and reads its whole answer, retrying idempotent ones
+    /// on transport failures (refused or reset connections, timeouts, a body that breaks off
+    /// or trickles past the timeout) and on 429/502/503/504, with capped exponential backoff
+    /// and full jitter (or the server's `Retry-After`, capped the same way). Any answer that
+    /// is not retried is returned as it is, for the backend to sort; a transport failure that
+    /// is not retried becomes `Unavailable` and is logged here, once.
     pub async fn send(
         &self,
         operation: &'static str,
         idempotency: Idempotency,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, BackendError> {
+    ) -> Result<Reply, BackendError> {
         let attempts = match idempotency {
             Idempotency::Idempotent => self.settings.max_attempts.max(1),
             Idempotency::Once => 1,
@@ -131,40 +133,78 @@ impl HttpClient {
             attempt += 1;
             let last = attempt >= attempts;
             let started = std::time::Instant::now();
-            let sent = build(&self.client).send().await;
-            let status = sent.as_ref().map_or(0, |r| r.status().as_u16());
-            crate::metrics::metrics().cloud(self.backend, operation, status, started.elapsed());
-            match sent {
+            let (status, reply) = match build(&self.client).send().await {
                 Ok(response) => {
+                    let status = response.status().as_u16();
+                    let headers = response.headers().clone();
+                    match response.bytes().await {
+                        Ok(body) => (
+                            status,
+                            Ok(Reply {
+                                status,
+                                headers,
+                                body: body.to_vec(),
+                            }),
+                        ),
+                        Err(error) => (status, Err((error, Some(headers)))),
+                    }
+                }
+                Err(error) => (0, Err((error, None))),
+            };
+            crate::metrics::metrics().cloud(self.backend, operation, status, started.elapsed());
+            match reply {
+                Ok(reply) => {
                     let transient = matches!(status, 429 | 502 | 503 | 504);
                     if !transient || last {
-                        return Ok(response);
+                        return Ok(reply);
                     }
-                    let wait = retry_after(&response).unwrap_or_else(|| self.backoff(attempt));
+                    let wait = reply
+                        .retry_after()
+                        .map_or_else(|| self.backoff(attempt), |w| w.min(self.max_wait()));
                     tracing::warn!(
                         backend = self.backend,
                         operation,
                         status,
-                        request_id = request_id(&response).unwrap_or("-"),
+                        request_id = reply.request_id().unwrap_or("-"),
                         attempt,
                         wait_ms = wait.as_millis() as u64,
                         "transient answer; retrying"
                     );
                     tokio::time::sleep(wait).await;
                 }
-                Err(error) => {
+                Err((error, headers)) => {
                     let message = describe(&error);
+                    let request_id = headers
+                        .as_ref()
+                        .and_then(request_id_of)
+                        .unwrap_or("-")
+                        .to_owned();
                     if last {
-                        tracing::warn!(backend = self.backend, operation, attempt, error = %message, "request failed");
+                        tracing::warn!(
+                            backend = self.backend,
+                            operation,
+                            status,
+                            request_id,
+                            attempt,
+                            error = %message,
+                            "request failed"
+                        );
+                        let what = if headers.is_some() {
+                            "reading the answer failed: "
+                        } else {
+                            ""
+                        };
                         return Err(BackendError::new(
                             ErrorKind::Unavailable,
-                            format!("{} {operation}: {message}", self.backend),
+                            format!("{} {operation}: {what}{message}", self.backend),
                         ));
                     }
                     let wait = self.backoff(attempt);
                     tracing::warn!(
                         backend = self.backend,
                         operation,
+                        status,
+                        request_id,
                         attempt,
                         error = %message,
                         wait_ms = wait.as_millis() as u64,
@@ -192,23 +232,43 @@ impl HttpClient {
     }
 }
 
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    let seconds: u64 = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds.min(30)))
+/// A whole answer: status, headers and the body, read inside the retry loop so that a body
+/// that breaks off is retried like any other transport failure.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Answer headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The whole body.
+    pub body: Vec<u8>,
 }
 
-/// The cloud's request id of an answer, if it sent one.
-pub fn request_id(response: &reqwest::Response) -> Option<&str> {
+impl Reply {
+    /// A header's value, when present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
+    }
+
+    /// The cloud's request id, if it sent one.
+    pub fn request_id(&self) -> Option<&str> {
+        request_id_of(&self.headers)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        let seconds: u64 = self
+            .header(reqwest::header::RETRY_AFTER.as_str())?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(Duration::from_secs(seconds))
+    }
+}
+
+fn request_id_of(headers: &reqwest::header::HeaderMap) -> Option<&str> {
     REQUEST_ID_HEADERS
         .iter()
-        .find_map(|h| response.headers().get(*h)?.to_str().ok())
+        .find_map(|h| headers.get(*h)?.to_str().ok())
 }
 
 /// Logs a cloud's refusal once, with the cloud's request id, at the one place a backend turns
@@ -253,25 +313,25 @@ fn describe(error: &reqwest::Error) -> String {
     }
 }
 
-/// Reads a JSON answer body, sorting an unreadable one into `Internal` with the operation named.
-pub async fn json_body<T: serde::de::DeserializeOwned>(
+/// Parses a JSON answer body. A success answer that is not the documented JSON is logged once
+/// with the cloud's request id and is `Unavailable`: the answer was garbled on its way (a proxy
+/// page, a truncated body), and for a create the object may well exist, so the caller must
+/// treat the call as still in progress (the next call looks the name up) rather than failed.
+pub fn json_body<T: serde::de::DeserializeOwned>(
     backend: &'static str,
     operation: &'static str,
-    response: reqwest::Response,
+    reply: &Reply,
 ) -> Result<T, BackendError> {
-    let bytes = response.bytes().await.map_err(|e| {
-        BackendError::new(
+    serde_json::from_slice(&reply.body).map_err(|e| {
+        let error = BackendError::new(
             ErrorKind::Unavailable,
             format!(
-                "{backend} {operation}: reading the answer failed: {}",
-                describe(&e)
+                "{backend} {operation}: the answer (HTTP {}) is not the documented JSON: {e}",
+                reply.status
             ),
-        )
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        BackendError::internal(format!(
-            "{backend} {operation}: the answer is not the documented JSON: {e}"
-        ))
+        );
+        log_refusal(backend, operation, reply.status, reply.request_id(), &error);
+        error
     })
 }
 

@@ -5,6 +5,7 @@
 
 mod cinder_support;
 mod common;
+mod sim;
 
 use snapcsi::backend::cinder::CinderBackend;
 use snapcsi::backend::cinder::config::CinderConfig;
@@ -647,15 +648,6 @@ impl Sim {
             self.url()
         )
     }
-
-    async fn control(&self, body: serde_json::Value) {
-        reqwest::Client::new()
-            .post(format!("{}/_sim/control", self.url()))
-            .json(&body)
-            .send()
-            .await
-            .expect("control");
-    }
 }
 
 impl Drop for Sim {
@@ -712,14 +704,14 @@ async fn simulated_v2_and_v1_dialects() {
         assert_eq!(err.kind, ErrorKind::Unauthorized, "{err}");
 
         // Transient faults are retried on reads (503, then 429 with Retry-After).
-        sim.control(serde_json::json!({"fail_next": 2, "fail_status": 503}))
+        sim::faults(&sim.url(), serde_json::json!({"rules": [{"fault": "status", "status": 503, "count": 2}]}))
             .await;
         assert!(b.get_volume(&volume).await.expect("retried").is_some());
-        sim.control(serde_json::json!({"fail_next": 1, "fail_status": 429}))
+        sim::faults(&sim.url(), serde_json::json!({"rules": [{"fault": "status", "status": 429, "retry_after": 1}]}))
             .await;
         assert!(b.get_volume(&volume).await.expect("retried").is_some());
         // ... but never on a create: the caller repeats the CSI call, found by name.
-        sim.control(serde_json::json!({"fail_next": 1, "fail_status": 503}))
+        sim::faults(&sim.url(), serde_json::json!({"rules": [{"fault": "status", "status": 503}]}))
             .await;
         let err = b
             .create_snapshot(&CreateSnapshot {
@@ -733,7 +725,7 @@ async fn simulated_v2_and_v1_dialects() {
 
         // A create stuck in `creating`: CreateVolume answers "still in progress" after its
         // bounded wait (the provisioner calls again), not an endless block.
-        sim.control(serde_json::json!({"stuck": true})).await;
+        sim::faults(&sim.url(), serde_json::json!({"snapshots": "stuck"})).await;
         let started = Instant::now();
         let err = b
             .create_volume(&CreateVolume {
@@ -755,7 +747,7 @@ async fn simulated_v2_and_v1_dialects() {
             .await
             .expect("create answers at once");
         assert!(!snap.ready, "a creating snapshot is not ready_to_use");
-        sim.control(serde_json::json!({"stuck": false})).await;
+        sim::faults(&sim.url(), serde_json::json!({"snapshots": "normal"})).await;
 
         if dialect == "v1" {
             let err = b

@@ -143,8 +143,7 @@ async fn an_error_state_is_a_clear_error() {
     let Some(sim) = start() else { return };
     let ops = Ops::new(backend(&sim), 1 << 30);
     let volume = new_volume(&ops, "v").await;
-    sim.control("/_control", serde_json::json!({"error_next": true}))
-        .await;
+    sim::faults(&sim.base(), serde_json::json!({"snapshots": "error"})).await;
     let err = ops
         .create_snapshot(request("broken", &volume))
         .await
@@ -186,15 +185,18 @@ async fn faults_credentials_driver_and_cap() {
     let ops = Ops::new(backend(&sim), 1 << 30);
     let volume = new_volume(&ops, "v").await;
     // Reads are retried through 503 and 502.
-    sim.control(
-        "/_control",
-        serde_json::json!({"fail": [{"status": 503}, {"status": 502}]}),
+    sim::faults(
+        &sim.base(),
+        serde_json::json!({"rules": [{"fault": "status", "status": 503}, {"fault": "status", "status": 502}]}),
     )
     .await;
     ops.get_volume(&volume).await.expect("retried");
     // A create is sent once: a 500 (backend error) is UNAVAILABLE, and the retry works.
-    sim.control("/_control", serde_json::json!({"fail": [{"status": 500}]}))
-        .await;
+    sim::faults(
+        &sim.base(),
+        serde_json::json!({"rules": [{"fault": "status", "status": 500}]}),
+    )
+    .await;
     assert_eq!(
         code(ops.create_snapshot(request("f", &volume)).await),
         Code::Unavailable
@@ -206,12 +208,13 @@ async fn faults_credentials_driver_and_cap() {
     let mut slow = config(&sim, PASSWORD);
     slow.http.timeout_seconds = 1;
     slow.http.max_attempts = 1;
-    sim.control("/_control", serde_json::json!({"delay_ms": 1500}))
-        .await;
+    sim::faults(
+        &sim.base(),
+        serde_json::json!({"rules": [{"fault": "timeout", "seconds": 1.5}]}),
+    )
+    .await;
     let err = backend_with(&slow).health().await.expect_err("timeout");
     assert_eq!(err.kind, ErrorKind::Unavailable);
-    sim.control("/_control", serde_json::json!({"delay_ms": 0}))
-        .await;
 
     // Wrong password: UNAUTHENTICATED without the password in the message.
     let wrong = backend_with(&config(&sim, "not-the-password-xyz"));

@@ -22,6 +22,8 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
+mod sim;
+
 const AK: &str = "AK-sim-0001";
 const SK: &str = "SK-sim-secret-0001/+=";
 const AK2: &str = "AK-sim-0002";
@@ -94,17 +96,16 @@ impl Sim {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    async fn control(&self, path: &str, body: serde_json::Value) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/_sim/{path}", self.url()))
-            .json(&body)
-            .send()
-            .await
-            .expect("control call");
-        assert!(
-            response.status().is_success(),
-            "control {path}: {response:?}"
-        );
+    async fn faults(&self, body: serde_json::Value) {
+        sim::faults(&self.url(), body).await;
+    }
+
+    async fn reset_faults(&self) {
+        sim::reset_faults(&self.url()).await;
+    }
+
+    async fn fired(&self) -> u64 {
+        sim::seen(&self.url()).await.1
     }
 
     async fn stats(&self) -> serde_json::Value {
@@ -561,45 +562,40 @@ async fn injected_faults_are_retried_or_surfaced_clearly() {
     let backend = build(&sim.url(), FAST_HTTP, None);
 
     // Two 503s on an idempotent call: retried by the one retry policy, then success.
-    sim.control(
-        "fault",
-        serde_json::json!({"status": 503, "count": 2, "method": "GET", "path": "/v1/volumes"}),
-    )
+    sim.faults(serde_json::json!({"rules": [
+        {"fault": "status", "status": 503, "count": 2, "method": "GET", "path": "/v1/volumes"}
+    ]}))
     .await;
     backend
         .list_volumes(&page)
         .await
         .expect("retried through 503s");
-    assert_eq!(sim.stats().await["faults_fired"], 2);
+    assert_eq!(sim.fired().await, 2);
 
     // A 500 is not retried and becomes UNAVAILABLE with the service's words.
-    sim.control("reset", serde_json::json!({})).await;
-    sim.control(
-        "fault",
-        serde_json::json!({"status": 500, "count": 1, "method": "GET"}),
-    )
-    .await;
+    sim.reset_faults().await;
+    sim.faults(serde_json::json!({"rules": [{"fault": "status", "status": 500, "method": "GET"}]}))
+        .await;
     let (c, message) = code(backend.list_volumes(&page).await.expect_err("500"));
     assert_eq!(c, Code::Unavailable, "{message}");
     assert!(message.contains("HTTP 500"), "{message}");
-    assert_eq!(sim.stats().await["faults_fired"], 1);
+    assert_eq!(sim.fired().await, 1);
 
     // 429 for longer than the retries last: UNAVAILABLE, "rate limited".
-    sim.control("reset", serde_json::json!({})).await;
-    sim.control(
-        "fault",
-        serde_json::json!({"status": 429, "count": -1, "retry_after": 0}),
-    )
+    sim.reset_faults().await;
+    sim.faults(serde_json::json!({"rules": [
+        {"fault": "status", "status": 429, "count": -1, "retry_after": 0}
+    ]}))
     .await;
     let limited = build(&sim.url(), &format!("{FAST_HTTP}max_attempts = 2\n"), None);
     let (c, message) = code(limited.list_volumes(&page).await.expect_err("429"));
     assert_eq!(c, Code::Unavailable, "{message}");
     assert!(message.contains("rate limited"), "{message}");
-    assert_eq!(sim.stats().await["faults_fired"], 2);
+    assert_eq!(sim.fired().await, 2);
 
     // A slow answer beyond the timeout: UNAVAILABLE, "timed out".
-    sim.control("reset", serde_json::json!({})).await;
-    sim.control("fault", serde_json::json!({"delay": 2.5, "count": 1}))
+    sim.reset_faults().await;
+    sim.faults(serde_json::json!({"rules": [{"fault": "timeout", "seconds": 2.5}]}))
         .await;
     let impatient = build(
         &sim.url(),
@@ -609,13 +605,12 @@ async fn injected_faults_are_retried_or_surfaced_clearly() {
     let (c, message) = code(impatient.list_volumes(&page).await.expect_err("slow"));
     assert_eq!(c, Code::Unavailable, "{message}");
     assert!(message.contains("timed out"), "{message}");
-    sim.control("reset", serde_json::json!({})).await;
+    sim.reset_faults().await;
 
     // A snapshot stuck in `creating`: never ready, never duplicated.
     let ops = Ops::new(Arc::new(build(&sim.url(), FAST_HTTP, None)), 1 << 30);
     let volume = new_volume(&ops, "fault-src").await;
-    sim.control("snapshot-mode", serde_json::json!({"mode": "stuck"}))
-        .await;
+    sim.faults(serde_json::json!({"snapshots": "stuck"})).await;
     let stuck = ops
         .create_snapshot(snapshot_request("stuck-snap", &volume))
         .await
@@ -629,8 +624,7 @@ async fn injected_faults_are_retried_or_surfaced_clearly() {
         assert!(!again.ready, "a stuck snapshot reads as ready");
     }
     // A snapshot the service fails: a clear error naming the status, not a retry loop.
-    sim.control("snapshot-mode", serde_json::json!({"mode": "error"}))
-        .await;
+    sim.faults(serde_json::json!({"snapshots": "error"})).await;
     let err = ops
         .create_snapshot(snapshot_request("failed-snap", &volume))
         .await

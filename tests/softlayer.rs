@@ -258,17 +258,20 @@ async fn faults_credentials_and_unsupported_calls() {
     let ops = Ops::new(backend(&sim), 1 << 30);
     let a = volume(&sim, 10).await;
     // Transient 503s and a rate limit on reads are retried by the one HTTP policy.
-    sim.control(
-        "/_control",
-        serde_json::json!({"fail": [{"status": 503}, {"status": 429}]}),
+    sim::faults(
+        &sim.base(),
+        serde_json::json!({"rules": [{"fault": "status", "status": 503}, {"fault": "status", "status": 429}]}),
     )
     .await;
     ops.get_volume(&a)
         .await
         .expect("retried through 503 and 429");
     // A create is never retried: a 500 becomes UNAVAILABLE (the sidecar calls again).
-    sim.control("/_control", serde_json::json!({"fail": [{"status": 500}]}))
-        .await;
+    sim::faults(
+        &sim.base(),
+        serde_json::json!({"rules": [{"fault": "status", "status": 500}]}),
+    )
+    .await;
     assert_eq!(
         code(ops.create_snapshot(request("f", &a)).await),
         Code::Unavailable

@@ -94,6 +94,50 @@ impl Sim {
     }
 }
 
+/// Adds fault rules or a snapshot mode through a simulator's `/_faults` endpoint (the one
+/// mechanism tests/sims/faults.py gives every simulator).
+pub async fn faults(base: &str, body: serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/_faults"))
+        .json(&body)
+        .send()
+        .await
+        .expect("fault control call");
+    assert!(
+        response.status().is_success(),
+        "/_faults {body}: {}",
+        response.status()
+    );
+}
+
+/// Drops a simulator's fault rules, counters and snapshot mode.
+pub async fn reset_faults(base: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/_faults/reset"))
+        .send()
+        .await
+        .expect("fault reset call");
+    assert!(response.status().is_success(), "/_faults/reset");
+}
+
+/// The API requests a simulator saw since its last reset, as `METHOD /path` lines, and the
+/// number of faults it fired.
+pub async fn seen(base: &str) -> (Vec<String>, u64) {
+    let doc: serde_json::Value = reqwest::get(format!("{base}/_faults"))
+        .await
+        .expect("fault stats call")
+        .json()
+        .await
+        .expect("fault stats");
+    let seen = doc["seen"]
+        .as_array()
+        .expect("seen")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    (seen, doc["fired"].as_u64().unwrap_or(0))
+}
+
 impl Drop for Sim {
     fn drop(&mut self) {
         let _ = self.child.kill();

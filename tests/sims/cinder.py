@@ -24,13 +24,14 @@ Life cycle: objects are `creating` for --delay seconds, then `available`; a name
 `fail-` ends in `error`; deletes take --delay seconds (`deleting`), a name starting `faildel-`
 ends in `error_deleting`.
 
-Fault injection (no auth, test-only): POST /_sim/control with JSON
-  {"fail_next": N, "fail_status": 503, "delay": seconds, "stuck": true|false,
-   "slow_ms": milliseconds}
-makes the next N API requests answer fail_status (429 adds Retry-After: 1), changes the life
-cycle delay, keeps creates in `creating` forever, or delays every answer. GET /_sim/stats
-answers {"requests": n, "by_route": {...}}.
-
+HTTP-level faults (statuses, resets, timeouts, slow and malformed bodies) and snapshot modes
+(stuck `creating`, `error`, `error_deleting`) are injected through `/_faults`
+(tests/sims/faults.py, the mechanism every simulator here shares). POST /_sim/control
+{"delay": seconds} changes the life-cycle delay; GET /_sim/stats answers
+{"requests": n, "by_route": {...}}. The admin snapshot action `os-reset_status` (v2) puts a
+snapshot back to a status, as an operator repairs an `error_deleting` one. Answers carry the
+request id the way each document shows it: `x-openstack-request-id` (v2, as Cinder sends
+it) or `X-Compute-Request-Id` (v1, seed 001).
 Usage: cinder.py --dialect v2|v1 --port 0 --token T --tenant P [--delay S]
 (port 0: a free port, printed as `LISTENING <port>` on the first line of stdout).
 """
@@ -44,6 +45,8 @@ import uuid
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+import faults
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -71,7 +74,7 @@ class Cloud:
     def __init__(self, dialect, delay):
         self.dialect = dialect
         self.delay = delay
-        self.stuck = False
+        self.mode = "normal"
         self.lock = threading.Lock()
         self.volumes = {}
         self.snapshots = {}
@@ -92,7 +95,9 @@ class Cloud:
         obj["_seq"] = self.seq
         obj["_created"] = time.monotonic()
         obj["_state"] = "creating"
-        obj["_ready_at"] = None if self.stuck else time.monotonic() + self.delay
+        stuck = self.mode == "stuck"
+        obj["_ready_at"] = None if stuck else time.monotonic() + self.delay
+        obj["_fail"] = self.mode == "error" and table is self.snapshots
         obj["created_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
         obj.setdefault("metadata", {})
         table[obj["id"]] = obj
@@ -106,10 +111,11 @@ class Cloud:
                 obj["_state"] = "available"
             else:
                 name = obj.get(self.name_key) or ""
-                obj["_state"] = "error" if name.startswith("fail-") else "available"
+                failed = name.startswith("fail-") or obj.get("_fail")
+                obj["_state"] = "error" if failed else "available"
         if obj["_state"] == "deleting" and now >= obj["_gone_at"]:
             name = obj.get(self.name_key) or ""
-            if name.startswith("faildel-"):
+            if name.startswith("faildel-") or obj.get("_faildel"):
                 obj["_state"] = "error_deleting"
             else:
                 del table[obj["id"]]
@@ -171,12 +177,14 @@ class Sim:
     def __init__(self, args):
         self.args = args
         self.cloud = Cloud(args.dialect, args.delay)
-        self.fail_next = 0
-        self.fail_status = 503
-        self.slow_ms = 0
+        self.plan = faults.Plan(self.set_mode)
         self.requests = 0
         self.by_route = {}
         self.ctl = threading.Lock()
+
+    def set_mode(self, mode):
+        with self.cloud.lock:
+            self.cloud.mode = mode
 
 
 def make_handler(sim):
@@ -194,7 +202,8 @@ def make_handler(sim):
         def reply(self, status, payload=None, headers=None):
             data = b"" if payload is None else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("X-Compute-Request-Id", "req-" + str(uuid.uuid4()))
+            header = "X-Compute-Request-Id" if dialect == "v1" else "x-openstack-request-id"
+            self.send_header(header, "req-" + str(uuid.uuid4()))
             if payload is not None:
                 self.send_header("Content-Type", "application/json")
             for k, v in (headers or {}).items():
@@ -221,40 +230,39 @@ def make_handler(sim):
             return body
 
         def handle_any(self, method):
-            raw = self.read_body()
             url = urlsplit(self.path)
+            if url.path.startswith("/_faults"):
+                sim.plan.control(self, method, url.path, self.read_body())
+                return None
             if url.path.startswith("/_sim/"):
-                return self.control(method, url.path, raw)
-            with sim.ctl:
-                sim.requests += 1
-                if sim.slow_ms:
-                    time.sleep(sim.slow_ms / 1000.0)
-                if sim.fail_next > 0:
-                    sim.fail_next -= 1
-                    status = sim.fail_status
-                    headers = {"Retry-After": "1"} if status == 429 else {}
-                    names = {429: "overLimit", 500: "computeFault", 503: "serviceUnavailable"}
-                    return self.reply(status, {names.get(status, "computeFault"): {"code": status, "message": "injected fault"}}, headers)
-            try:
-                status, payload = self.route(method, url, raw)
-                self.reply(status, payload)
-            except Fault as f:
-                self.reply(f.status, {f.name: {"code": f.status, "message": f.message}}, f.headers)
+                return self.control(method, url.path, self.read_body())
+
+            def run():
+                raw = self.read_body()
+                with sim.ctl:
+                    sim.requests += 1
+                try:
+                    status, payload = self.route(method, url, raw)
+                    self.reply(status, payload)
+                except Fault as f:
+                    self.reply(f.status, {f.name: {"code": f.status, "message": f.message}}, f.headers)
+
+            def refuse(status, headers):
+                names = {413: "overLimit", 429: "overLimit", 500: "computeFault",
+                         502: "computeFault", 503: "serviceUnavailable"}
+                fault = {"code": status, "message": "injected fault %d" % status}
+                self.reply(status, {names.get(status, "computeFault"): fault}, headers)
+
+            faults.serve(sim.plan, self, method, url.path, run, refuse)
 
         def control(self, method, path, raw):
             if path == "/_sim/stats" and method == "GET":
                 return self.reply(200, {"requests": sim.requests, "by_route": sim.by_route})
             if path == "/_sim/control" and method == "POST":
                 body = json.loads(raw or b"{}")
-                with sim.ctl:
-                    sim.fail_next = int(body.get("fail_next", sim.fail_next))
-                    sim.fail_status = int(body.get("fail_status", sim.fail_status))
-                    sim.slow_ms = int(body.get("slow_ms", sim.slow_ms))
                 with cloud.lock:
                     if "delay" in body:
                         cloud.delay = float(body["delay"])
-                    if "stuck" in body:
-                        cloud.stuck = bool(body["stuck"])
                 return self.reply(200, {"ok": True})
             return self.reply(404, {"itemNotFound": {"code": 404, "message": "no such control"}})
 
@@ -297,6 +305,8 @@ def make_handler(sim):
                         return self.delete(kind, obj)
                     if len(rest) == 3 and rest[2] == "action" and method == "POST" and kind == "volume" and dialect == "v2":
                         return self.action(obj, self.json_body(raw))
+                    if len(rest) == 3 and rest[2] == "action" and method == "POST" and kind == "snapshot" and dialect == "v2":
+                        return self.reset_status(obj, self.json_body(raw))
                 raise Fault(405, "badMethod", "%s is not allowed here" % method) if method not in ("GET", "POST", "DELETE") else not_found("Unknown API path")
 
         def create(self, kind, table, body):
@@ -353,6 +363,19 @@ def make_handler(sim):
                     raise bad("Invalid volume: Volume has snapshots.")
             obj["_state"] = "deleting"
             obj["_gone_at"] = time.monotonic() + cloud.delay
+            if kind == "snapshot" and cloud.mode == "error_deleting":
+                obj["_faildel"] = True
+                cloud.mode = "normal"
+            return 202, None
+
+        def reset_status(self, obj, body):
+            spec = body.get("os-reset_status")
+            if set(body) != {"os-reset_status"} or not isinstance(spec, dict) or set(spec) != {"status"}:
+                raise bad("Only {\"os-reset_status\": {\"status\": s}} is supported")
+            if spec["status"] not in ("available", "error", "creating", "deleting", "error_deleting"):
+                raise bad("Invalid status %r" % (spec["status"],))
+            obj["_state"] = spec["status"]
+            obj.pop("_faildel", None)
             return 202, None
 
         def action(self, obj, body):

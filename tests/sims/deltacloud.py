@@ -23,12 +23,15 @@ state; JSON adds `state` (pending -> completed by default), as the issue describ
 carry `state` (CREATING -> AVAILABLE) in both formats.
 
 Control endpoint for tests (no auth, not part of Deltacloud):
-  POST /_control  {"fail": [{"status": 500, "count": 1}], "delay_ms": 0,
-                   "pending_seconds": 0.0, "stuck": false, "error_next": false,
-                   "ready_state": "completed", "pending_state": "pending",
+  POST /_control  {"pending_seconds": 0.0, "ready_state": "completed",
+                   "pending_state": "pending",
                    "keep_descriptions": true}  (false: play a driver that drops them)
   GET  /_control  counters; POST /_control/reset drops everything.
-
+HTTP-level faults and snapshot modes go through `/_faults` (tests/sims/faults.py, the
+mechanism every simulator here shares): "stuck" keeps new snapshots pending, "error" makes
+them end in `error`; "error_deleting" is refused, Deltacloud having no such state (a failed
+delete is an HTTP error, a "status" fault). Answers carry an `X-Request-Id` (seed 002 names
+no request-id header; this is the one the driver's HTTP client reads).
 Usage: deltacloud.py --port 0 [--username U] [--password P] [--driver ec2]
        [--provider us-east-1] [--realm us-east-1a]
 With --port 0 the first stdout line is "LISTENING <port>".
@@ -42,9 +45,12 @@ import sys
 import threading
 import time
 import urllib.parse
+import uuid
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import faults
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -64,21 +70,25 @@ def created_text():
 class State:
     def __init__(self):
         self.lock = threading.Lock()
+        self.mode = "normal"
+        self.plan = faults.Plan(self.set_mode)
         self.reset()
+
+    def set_mode(self, mode):
+        if mode == "error_deleting":
+            raise ValueError("Deltacloud has no error_deleting state; use a status fault")
+        self.mode = mode
 
     def reset(self):
         self.seq = 0
         self.snapshots = {}
         self.volumes = {}
-        self.faults = []
-        self.delay_ms = 0
         self.pending_seconds = 0.0
-        self.stuck = False
-        self.error_next = False
         self.ready_state = "completed"
         self.pending_state = "pending"
         self.keep_descriptions = True
         self.calls = {}
+        self.plan.reset()
 
     def new_id(self, prefix):
         self.seq += 1
@@ -112,6 +122,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def send(self, status, body=b"", ctype=None, headers=None):
         self.send_response(status)
+        self.send_header("X-Request-Id", "req-" + uuid.uuid4().hex[:16])
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         if ctype:
@@ -128,8 +139,8 @@ class Handler(BaseHTTPRequestHandler):
             data = b"<?xml version='1.0' encoding='utf-8' ?>\n" + ET.tostring(element)
             self.send(status, data, "application/xml", headers)
 
-    def send_fault(self, fault, as_json, path):
-        headers = {}
+    def send_fault(self, fault, as_json, path, extra=None):
+        headers = dict(extra or {})
         if fault.status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="Deltacloud API"'
         if as_json:
@@ -168,39 +179,44 @@ class Handler(BaseHTTPRequestHandler):
 
     def dispatch(self, verb):
         url = urllib.parse.urlsplit(self.path)
+        state = self.server.state
+        if url.path.startswith("/_faults"):
+            state.plan.control(self, verb, url.path, self.read_body())
+            return None
         as_json = False
-        try:
-            pairs = urllib.parse.parse_qsl(url.query, keep_blank_values=True)
-            query = {}
-            for k, v in pairs:
-                if k in query:
-                    raise Fault(400, "bad_request", f"query parameter {k} given twice")
-                query[k] = v
-            as_json = self.wants_json(query)
-            body = self.read_body()
-            if url.path.startswith("/_control"):
-                return self.control(verb, url.path, body)
-            self.check_auth()
-            self.check_driver()
-            state = self.server.state
-            with state.lock:
-                delay = state.delay_ms
-                fault = None
-                for f in state.faults:
-                    if f["count"] > 0:
-                        f["count"] -= 1
-                        fault = f
-                        break
-            if delay:
-                time.sleep(delay / 1000.0)
-            if fault is not None:
-                raise Fault(fault["status"], fault.get("kind", "backend_error"),
-                            fault.get("message", "injected failure"))
-            self.api(verb, url.path, query, body, as_json)
-        except Fault as fault:
-            self.send_fault(fault, as_json, url.path)
-        except Exception as exc:  # a simulator bug must show, not hang the client
-            self.send_fault(Fault(500, "internal", f"simulator bug: {exc!r}"), as_json, url.path)
+
+        def run():
+            nonlocal as_json
+            try:
+                pairs = urllib.parse.parse_qsl(url.query, keep_blank_values=True)
+                query = {}
+                for k, v in pairs:
+                    if k in query:
+                        raise Fault(400, "bad_request", f"query parameter {k} given twice")
+                    query[k] = v
+                as_json = self.wants_json(query)
+                body = self.read_body()
+                if url.path.startswith("/_control"):
+                    return self.control(verb, url.path, body)
+                self.check_auth()
+                self.check_driver()
+                self.api(verb, url.path, query, body, as_json)
+            except Fault as fault:
+                self.send_fault(fault, as_json, url.path)
+            except Exception as exc:  # a simulator bug must show, not hang the client
+                self.send_fault(Fault(500, "internal", f"simulator bug: {exc!r}"), as_json,
+                                url.path)
+
+        def refuse(status, headers):
+            # Deltacloud: 500 backend error, 502 provider error, 504 provider timeout.
+            kinds = {500: "backend_error", 502: "provider_error", 504: "provider_timeout"}
+            fault = Fault(status, kinds.get(status, "error"), f"injected failure {status}")
+            wants = "format=json" in url.query or "application/json" in self.headers.get("Accept", "")
+            self.send_fault(fault, wants, url.path, headers)
+
+        if url.path.startswith("/_control"):
+            return run()
+        return faults.serve(state.plan, self, verb, url.path, run, refuse)
 
     def check_auth(self):
         header = self.headers.get("Authorization", "")
@@ -243,15 +259,12 @@ class Handler(BaseHTTPRequestHandler):
                 state.reset()
                 return self.send(200, b"{}", "application/json")
             if path == "/_control" and verb == "POST":
-                known = {"fail", "delay_ms", "pending_seconds", "stuck", "error_next",
-                         "ready_state", "pending_state", "keep_descriptions"}
+                known = {"pending_seconds", "ready_state", "pending_state",
+                         "keep_descriptions"}
                 unknown = set(spec) - known
                 if unknown:
                     raise Fault(400, "bad_request", f"unknown control fields {sorted(unknown)}")
-                if "fail" in spec:
-                    state.faults = [{"count": 1, **f} for f in spec["fail"]]
-                for key in ("delay_ms", "pending_seconds", "stuck", "error_next",
-                            "ready_state", "pending_state", "keep_descriptions"):
+                for key in known:
                     if key in spec:
                         setattr(state, key, spec[key])
                 return self.send(200, b"{}", "application/json")
@@ -364,9 +377,9 @@ class Handler(BaseHTTPRequestHandler):
             "volume": volume["id"],
             "size": volume["capacity"],
             "ready_at": time.monotonic() + float(state.pending_seconds),
-            "error": bool(state.error_next),
+            "error": state.mode == "error",
+            "stuck": state.mode == "stuck",
         }
-        state.error_next = False
         state.snapshots[sid] = snap
         return snap
 
@@ -420,7 +433,7 @@ class Handler(BaseHTTPRequestHandler):
         base = self.base_url()
         if snap["error"]:
             status = "error"
-        elif state.stuck or time.monotonic() < snap["ready_at"]:
+        elif snap["stuck"] or time.monotonic() < snap["ready_at"]:
             status = state.pending_state
         else:
             status = state.ready_state

@@ -21,13 +21,10 @@ Errors are answered as `{"code": "...", "message": "..."}` (the exact SCP wrappe
 documented in the seed; this is the simulator's assumption).
 
 Objects are created in `creating` and become `available` after a configurable delay.
-Faults are injected through `/_sim/*` (unsigned, test-only):
-
-  POST /_sim/fault          {"status": 503, "delay": 0, "count": 2, "method": "GET",
-                             "path": "/v1/snapshots", "retry_after": 0}
-  POST /_sim/snapshot-mode  {"mode": "normal" | "stuck" | "error"}   (new snapshots)
-  POST /_sim/reset          clears faults, modes and stats (not the objects)
-  GET  /_sim/stats          request counters
+HTTP-level faults and snapshot modes are injected through `/_faults` (tests/sims/faults.py,
+the mechanism every simulator here shares); `GET /_sim/stats` answers request counters.
+Every answer carries an `X-Request-Id` (seed 003 names no request-id header; this is the one
+the driver's HTTP client reads).
 
 Usage: scp.py --port 0 --credential AK:SK[:ACCOUNT] [--credential ...]
               [--snapshot-delay S] [--volume-delay S] [--today YYYY-MM-DD] [--window S]
@@ -46,6 +43,8 @@ import time
 import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import faults
 
 SERVICE = "virtualserver"
 NEWEST = "1.3"
@@ -97,17 +96,19 @@ class State:
         self.volumes = {}
         self.snapshots = {}
         self.seq = 0
+        self.snapshot_mode = "normal"
+        self.plan = faults.Plan(self.set_mode)
         self.reset()
 
+    def set_mode(self, mode):
+        self.snapshot_mode = mode
+
     def reset(self):
-        self.faults = []
-        self.snapshot_mode = "normal"
         self.stats = {
             "requests": 0,
             "versions": {},
             "without_version": 0,
             "rejected": {},
-            "faults_fired": 0,
         }
 
     def next_seq(self):
@@ -121,6 +122,8 @@ class State:
     # -- objects ------------------------------------------------------------------------
 
     def snapshot_status(self, snap):
+        if snap["mode"] == "error_deleting":
+            return "error_deleting"
         if snap["mode"] == "stuck":
             return "creating"
         if time.monotonic() < snap["ready_at"]:
@@ -269,21 +272,37 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
         raw_target = self.path
         path, _, query = raw_target.partition("?")
-        try:
-            body = self.read_body()
-            if path.startswith("/_sim/"):
-                return self.control(method, path, body)
-            with state.lock:
-                state.stats["requests"] += 1
-            self.fault(method, path)
-            self.authenticate(method, raw_target)
-            self.check_version()
-            status, payload = self.route(method, path, query, body)
-            self.send_json(status, payload)
-        except Reject as r:
+        if path.startswith("/_faults"):
+            state.plan.control(self, method, path, self.read_body())
+            return None
+
+        def run():
+            try:
+                body = self.read_body()
+                if path.startswith("/_sim/"):
+                    return self.control(method, path, body)
+                with state.lock:
+                    state.stats["requests"] += 1
+                self.authenticate(method, raw_target)
+                self.check_version()
+                status, payload = self.route(method, path, query, body)
+                self.send_json(status, payload)
+            except Reject as r:
+                refuse(r)
+
+        def refuse(r, headers=None):
+            if isinstance(r, int):
+                codes = {429: "TooManyRequests", 413: "RequestEntityTooLarge",
+                         500: "InternalServerError", 502: "BadGateway",
+                         503: "ServiceUnavailable"}
+                r = Reject(r, codes.get(r, "Injected"), f"injected fault {r}", headers)
             with state.lock:
                 state.reject_count(r.status)
             self.send_json(r.status, {"code": r.code, "message": r.message}, r.headers)
+
+        if path.startswith("/_sim/"):
+            return run()
+        return faults.serve(state.plan, self, method, path, run, refuse)
 
     def do_GET(self):
         self.handle_any("GET")
@@ -304,59 +323,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def control(self, method, path, body):
         state = self.server.state
-        payload = json.loads(body or b"{}")
         with state.lock:
             if method == "GET" and path == "/_sim/stats":
                 return self.send_json(200, state.stats)
             if method == "POST" and path == "/_sim/reset":
                 state.reset()
-                return self.send_json(204, None)
-            if method == "POST" and path == "/_sim/fault":
-                rule = {
-                    "status": payload.get("status"),
-                    "delay": float(payload.get("delay", 0)),
-                    "count": int(payload.get("count", 1)),
-                    "method": payload.get("method"),
-                    "path": payload.get("path"),
-                    "retry_after": payload.get("retry_after"),
-                }
-                state.faults.append(rule)
-                return self.send_json(204, None)
-            if method == "POST" and path == "/_sim/snapshot-mode":
-                mode = payload.get("mode")
-                if mode not in ("normal", "stuck", "error"):
-                    raise Reject(400, "InvalidParameter", f"mode {mode!r}")
-                state.snapshot_mode = mode
+                state.plan.reset()
                 return self.send_json(204, None)
         raise Reject(404, "NotFound", f"no control endpoint {method} {path}")
-
-    def fault(self, method, path):
-        state = self.server.state
-        with state.lock:
-            rule = None
-            for r in state.faults:
-                if r["count"] == 0:
-                    continue
-                if r["method"] and r["method"] != method:
-                    continue
-                if r["path"] and not path.startswith(r["path"]):
-                    continue
-                rule = r
-                if r["count"] > 0:
-                    r["count"] -= 1
-                state.stats["faults_fired"] += 1
-                break
-        if rule is None:
-            return
-        if rule["delay"]:
-            time.sleep(rule["delay"])
-        status = rule["status"]
-        if status:
-            headers = {}
-            if rule["retry_after"] is not None:
-                headers["Retry-After"] = str(rule["retry_after"])
-            codes = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}
-            raise Reject(status, codes.get(status, "Injected"), f"injected fault {status}", headers)
 
     # -- authentication and versions ------------------------------------------------------
 
@@ -547,8 +521,16 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
         parse_query(query, set())
         with state.lock:
-            if state.snapshots.pop(snapshot_id, None) is None:
+            snap = state.snapshots.get(snapshot_id)
+            if snap is None:
                 raise Reject(404, "SnapshotNotFound", f"snapshot {snapshot_id} not found")
+            if state.snapshot_mode == "error_deleting" and snap["mode"] != "error_deleting":
+                # The delete is accepted, then fails in the service: the snapshot stays,
+                # in `error_deleting`; the next delete removes it.
+                snap["mode"] = "error_deleting"
+                state.snapshot_mode = "normal"
+            else:
+                del state.snapshots[snapshot_id]
         return 204, None
 
     def list_volumes(self, _id, query, _body):

@@ -23,10 +23,16 @@ product catalogue, which the seed does not document): tests add volumes through 
 endpoint, which needs no auth and is not part of the SoftLayer API:
 
   POST /_control/volumes  {"capacityGb": 20, "snapshotCapacityGb": 10, "username": "..."}
-  POST /_control          {"fail": [{"status": 503, "count": 2}], "delay_ms": 0,
-                           "transaction_seconds": 0.0, "stuck": false}
+  POST /_control          {"transaction_seconds": 0.0}
   GET  /_control          counters and state
   POST /_control/reset    drops every object and fault
+
+HTTP-level faults and snapshot modes go through `/_faults` (tests/sims/faults.py, the
+mechanism every simulator here shares). SoftLayer snapshots have no status field: "stuck"
+keeps a snapshot's transaction active (not ready), "error_deleting" makes the next
+`deleteObject` answer `false` (not deleted); "error" has no SoftLayer equivalent and is
+refused. Answers carry an `X-Request-Id` (seed 000 names no request-id header; this is the
+one the driver's HTTP client reads).
 
 Usage: softlayer.py --port 0 [--username U] [--api-key K] [--transaction-seconds S]
 With --port 0 the first stdout line is "LISTENING <port>".
@@ -40,8 +46,11 @@ import sys
 import threading
 import time
 import urllib.parse
+import uuid
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import faults
 
 ACCOUNT_ID = 278184
 TZ = timezone(timedelta(hours=-6))
@@ -171,16 +180,21 @@ class State:
     def __init__(self, transaction_seconds):
         self.lock = threading.Lock()
         self.transaction_seconds = transaction_seconds
+        self.mode = "normal"
+        self.plan = faults.Plan(self.set_mode)
         self.reset()
+
+    def set_mode(self, mode):
+        if mode == "error":
+            raise ValueError("SoftLayer snapshots have no error status to simulate")
+        self.mode = mode
 
     def reset(self):
         self.next_id = 8744500
         self.volumes = {}      # id -> dict
         self.snapshots = {}    # id -> dict (with "_parent" and "_ready_at")
-        self.faults = []       # [{"status": int, "count": int, "code": str}]
-        self.delay_ms = 0
-        self.stuck = False
         self.calls = {}
+        self.plan.reset()
 
     def new_id(self):
         self.next_id += 1
@@ -208,7 +222,7 @@ def sorted_snapshots(state, volume_id):
 
 
 def snapshot_object(state, snap):
-    ready = (not state.stuck) and time.monotonic() >= snap["_ready_at"]
+    ready = (not snap["_stuck"]) and time.monotonic() >= snap["_ready_at"]
     obj = {k: v for k, v in snap.items() if not k.startswith("_")}
     obj["activeTransactionCount"] = 0 if ready else 1
     parent = state.volumes.get(snap["_parent"])
@@ -251,6 +265,7 @@ def new_snapshot(state, volume, notes):
         "username": f"{volume['username']}_{sid}",
         "_parent": volume["id"],
         "_ready_at": time.monotonic() + state.transaction_seconds,
+        "_stuck": state.mode == "stuck",
     }
     state.snapshots[sid] = snap
     return snap
@@ -303,6 +318,7 @@ class Handler(BaseHTTPRequestHandler):
     def send_json(self, status, body):
         data = json.dumps(body).encode()
         self.send_response(status)
+        self.send_header("X-Request-Id", "req-" + uuid.uuid4().hex[:16])
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -337,35 +353,44 @@ class Handler(BaseHTTPRequestHandler):
 
     def dispatch(self, verb):
         state = self.server.state
-        try:
-            body = self.read_body()
-            url = urllib.parse.urlsplit(self.path)
-            if url.path.startswith("/_control"):
-                return self.control(verb, url.path, body)
-            self.check_auth()
-            with state.lock:
-                delay = state.delay_ms
-                fault = None
-                for f in state.faults:
-                    if f["count"] > 0:
-                        f["count"] -= 1
-                        fault = f
-                        break
-            if delay:
-                time.sleep(delay / 1000.0)
-            if fault is not None:
-                if fault["status"] == 429:
-                    raise Fault(429, "Rate limit exceeded",
-                                "SoftLayer_Exception_WebService_RateLimitExceeded")
-                raise Fault(fault["status"], fault.get("message", "injected failure"),
-                            fault.get("code", "SoftLayer_Exception_Public"))
-            result = self.api(verb, url, body)
-            self.send_json(200, result)
-        except Fault as fault:
-            self.send_fault(fault)
-        except Exception as exc:  # a simulator bug must show, not hang the client
-            self.send_json(500, {"error": f"simulator bug: {exc!r}",
-                                 "code": "SoftLayer_Exception_Public"})
+        url = urllib.parse.urlsplit(self.path)
+        if url.path.startswith("/_faults"):
+            state.plan.control(self, verb, url.path, self.read_body())
+            return None
+
+        def run():
+            try:
+                body = self.read_body()
+                if url.path.startswith("/_control"):
+                    return self.control(verb, url.path, body)
+                self.check_auth()
+                result = self.api(verb, url, body)
+                self.send_json(200, result)
+            except Fault as fault:
+                self.send_fault(fault)
+            except Exception as exc:  # a simulator bug must show, not hang the client
+                self.send_json(500, {"error": f"simulator bug: {exc!r}",
+                                     "code": "SoftLayer_Exception_Public"})
+
+        def refuse(status, headers):
+            if status == 429:
+                body = {"error": "Rate limit exceeded",
+                        "code": "SoftLayer_Exception_WebService_RateLimitExceeded"}
+            else:
+                body = {"error": f"injected failure {status}", "code": "SoftLayer_Exception_Public"}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("X-Request-Id", "req-" + uuid.uuid4().hex[:16])
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        if url.path.startswith("/_control"):
+            return run()
+        return faults.serve(state.plan, self, verb, url.path, run, refuse)
 
     def check_auth(self):
         header = self.headers.get("Authorization", "")
@@ -401,17 +426,11 @@ class Handler(BaseHTTPRequestHandler):
                 volume = new_volume(state, spec)
                 return self.send_json(200, volume_object(state, volume))
             if path == "/_control" and verb == "POST":
-                unknown = set(spec) - {"fail", "delay_ms", "transaction_seconds", "stuck"}
+                unknown = set(spec) - {"transaction_seconds"}
                 if unknown:
                     raise Fault(400, f"unknown control fields {sorted(unknown)}")
-                if "fail" in spec:
-                    state.faults = [{"count": 1, **f} for f in spec["fail"]]
-                if "delay_ms" in spec:
-                    state.delay_ms = int(spec["delay_ms"])
                 if "transaction_seconds" in spec:
                     state.transaction_seconds = float(spec["transaction_seconds"])
-                if "stuck" in spec:
-                    state.stuck = bool(spec["stuck"])
                 return self.send_json(200, {"ok": True})
         raise Fault(404, f"no control route {verb} {path}")
 
@@ -571,6 +590,10 @@ class Handler(BaseHTTPRequestHandler):
                 and service == "SoftLayer_Network_Storage":
             if snapshot is None:
                 raise not_found(service, ident)
+            if state.mode == "error_deleting":
+                # The storage back end failed the delete: SoftLayer answers false.
+                state.mode = "normal"
+                return False
             del state.snapshots[oid]
             return True
         raise Fault(400, f"Function (\"{method}\") is not a valid method for this service "

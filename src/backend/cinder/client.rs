@@ -194,14 +194,8 @@ impl CinderClient {
                     request
                 })
                 .await?;
-            let status = response.status().as_u16();
-            let request_id = crate::http::request_id(&response).map(str::to_owned);
-            let bytes = response.bytes().await.map_err(|e| {
-                BackendError::new(
-                    ErrorKind::Unavailable,
-                    format!("cinder {operation}: reading the answer failed: {e}"),
-                )
-            })?;
+            let status = response.status;
+            let bytes = &response.body;
             if status == 401 && !reauthenticated && self.renewable() {
                 // The token was revoked or expired early: one fresh authentication.
                 tracing::info!(operation, "cinder refused the token; authenticating again");
@@ -213,16 +207,12 @@ impl CinderClient {
                 let body = if bytes.is_empty() {
                     Value::Null
                 } else {
-                    serde_json::from_slice(&bytes).map_err(|e| {
-                        BackendError::internal(format!(
-                            "cinder {operation}: the answer is not JSON: {e}"
-                        ))
-                    })?
+                    crate::http::json_body("cinder", operation, &response)?
                 };
                 return Ok(Answer { status, body });
             }
-            let error = classify(operation, status, &bytes);
-            crate::http::log_refusal("cinder", operation, status, request_id.as_deref(), &error);
+            let error = classify(operation, status, bytes);
+            crate::http::log_refusal("cinder", operation, status, response.request_id(), &error);
             return Err(error);
         }
     }
@@ -296,29 +286,26 @@ impl CinderClient {
                     .json(&body)
             })
             .await?;
-        let status = response.status().as_u16();
+        let status = response.status;
         let token = response
-            .headers()
-            .get("X-Subject-Token")
-            .and_then(|v| v.to_str().ok())
+            .header("X-Subject-Token")
             .map(|t| Secret::new(t.to_owned()));
-        let bytes = response.bytes().await.map_err(|e| {
-            BackendError::new(
-                ErrorKind::Unavailable,
-                format!("keystone auth: reading the answer failed: {e}"),
-            )
-        })?;
         if !(200..300).contains(&status) {
-            let mut error = classify("keystone auth", status, &bytes);
+            let mut error = classify("keystone auth", status, &response.body);
             error.message = error.message.replacen("cinder ", "", 1);
+            crate::http::log_refusal(
+                "cinder",
+                "keystone auth",
+                status,
+                response.request_id(),
+                &error,
+            );
             return Err(error);
         }
         let token = token.ok_or_else(|| {
             BackendError::internal("keystone auth: the answer has no X-Subject-Token header")
         })?;
-        let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            BackendError::internal(format!("keystone auth: the answer is not JSON: {e}"))
-        })?;
+        let body: Value = crate::http::json_body("cinder", "keystone auth", &response)?;
         let t = &body["token"];
         Ok(KeystoneToken {
             token,
@@ -448,7 +435,7 @@ impl CinderClient {
             })
             .await;
         let document: Option<Value> = match answer {
-            Ok(r) => r.json().await.ok(),
+            Ok(r) => serde_json::from_slice(&r.body).ok(),
             Err(_) => None,
         };
         let server = document.as_ref().and_then(|d| {

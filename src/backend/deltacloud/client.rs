@@ -157,11 +157,8 @@ pub struct DeltacloudClient {
     provider: Option<String>,
 }
 
-/// A successful answer: status, `Location` header, body.
-struct Answer {
-    location: Option<String>,
-    body: Vec<u8>,
-}
+/// A successful answer.
+type Answer = crate::http::Reply;
 
 impl DeltacloudClient {
     /// A client of the entry point `endpoint` (`.../api`).
@@ -227,62 +224,59 @@ impl DeltacloudClient {
                 request
             })
             .await?;
-        let status = response.status().as_u16();
+        let status = response.status;
         let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let request_id = crate::http::request_id(&response).map(str::to_owned);
-        let location = response
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.bytes().await.map_err(|e| {
-            BackendError::new(
-                crate::backend::ErrorKind::Unavailable,
-                format!("deltacloud {operation}: reading the answer failed: {e}"),
-            )
-        })?;
+            .header(reqwest::header::CONTENT_TYPE.as_str())
+            .unwrap_or("");
         if (200..300).contains(&status) {
-            return Ok(Some(Answer {
-                location,
-                body: body.to_vec(),
-            }));
+            return Ok(Some(response));
         }
         if status == 404 {
             return Ok(None);
         }
-        let error = classify(operation, status, &content_type, &body);
+        let error = classify(operation, status, content_type, &response.body);
         crate::http::log_refusal(
             "deltacloud",
             operation,
             status,
-            request_id.as_deref(),
+            response.request_id(),
             &error,
         );
         Err(error)
     }
 
-    fn xml<T: serde::de::DeserializeOwned>(operation: &str, body: &[u8]) -> BackendResult<T> {
-        let text = std::str::from_utf8(body).map_err(|_| {
-            BackendError::internal(format!("deltacloud {operation}: the answer is not UTF-8"))
-        })?;
-        quick_xml::de::from_str(text).map_err(|e| {
-            BackendError::internal(format!(
-                "deltacloud {operation}: the answer is not the documented XML: {e}"
-            ))
-        })
+    fn xml<T: serde::de::DeserializeOwned>(
+        operation: &'static str,
+        answer: &Answer,
+    ) -> BackendResult<T> {
+        std::str::from_utf8(&answer.body)
+            .map_err(|e| e.to_string())
+            .and_then(|text| quick_xml::de::from_str(text).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                // Garbled on its way (see http::json_body): in progress, not failed.
+                let error = BackendError::new(
+                    crate::backend::ErrorKind::Unavailable,
+                    format!(
+                        "deltacloud {operation}: the answer (HTTP {}) is not the documented XML: {e}",
+                        answer.status
+                    ),
+                );
+                crate::http::log_refusal(
+                    "deltacloud",
+                    operation,
+                    answer.status,
+                    answer.request_id(),
+                    &error,
+                );
+                error
+            })
     }
 
-    fn json<T: serde::de::DeserializeOwned>(operation: &str, body: &[u8]) -> BackendResult<T> {
-        serde_json::from_slice(body).map_err(|e| {
-            BackendError::internal(format!(
-                "deltacloud {operation}: the answer is not the documented JSON: {e}"
-            ))
-        })
+    fn json<T: serde::de::DeserializeOwned>(
+        operation: &'static str,
+        answer: &Answer,
+    ) -> BackendResult<T> {
+        crate::http::json_body("deltacloud", operation, answer)
     }
 
     /// `GET /api`: the entry point.
@@ -296,7 +290,7 @@ impl DeltacloudClient {
                     self.endpoint
                 ))
             })?;
-        Self::xml("entry point", &answer.body)
+        Self::xml("entry point", &answer)
     }
 
     /// `GET /api/storage_snapshots` (JSON, for `state`): the whole collection.
@@ -312,7 +306,7 @@ impl DeltacloudClient {
             .await?;
         match answer {
             Some(a) => {
-                Ok(Self::json::<JsonSnapshotsDoc>("list snapshots", &a.body)?.storage_snapshots)
+                Ok(Self::json::<JsonSnapshotsDoc>("list snapshots", &a)?.storage_snapshots)
             }
             None => Ok(Vec::new()),
         }
@@ -332,7 +326,7 @@ impl DeltacloudClient {
             .await?
         {
             Some(a) => Ok(Some(
-                Self::json::<JsonSnapshotDoc>("get snapshot", &a.body)?.storage_snapshot,
+                Self::json::<JsonSnapshotDoc>("get snapshot", &a)?.storage_snapshot,
             )),
             None => Ok(None),
         }
@@ -363,8 +357,8 @@ impl DeltacloudClient {
             .ok_or_else(|| {
                 BackendError::not_found(format!("source volume {volume_id} does not exist"))
             })?;
-        let snapshot: XmlSnapshot = Self::xml("create snapshot", &answer.body)?;
-        check_location("create snapshot", answer.location.as_deref(), &snapshot.id)?;
+        let snapshot: XmlSnapshot = Self::xml("create snapshot", &answer)?;
+        check_location("create snapshot", answer.header(reqwest::header::LOCATION.as_str()), &snapshot.id)?;
         Ok(snapshot)
     }
 
@@ -386,7 +380,7 @@ impl DeltacloudClient {
             )
             .await?;
         match answer {
-            Some(a) => Ok(Self::xml::<XmlVolumes>("list volumes", &a.body)?.items),
+            Some(a) => Ok(Self::xml::<XmlVolumes>("list volumes", &a)?.items),
             None => Ok(Vec::new()),
         }
     }
@@ -398,7 +392,7 @@ impl DeltacloudClient {
             .call("get volume", reqwest::Method::GET, &path, Format::Xml, None)
             .await?
         {
-            Some(a) => Ok(Some(Self::xml("get volume", &a.body)?)),
+            Some(a) => Ok(Some(Self::xml("get volume", &a)?)),
             None => Ok(None),
         }
     }
@@ -416,8 +410,8 @@ impl DeltacloudClient {
             )
             .await?
             .ok_or_else(|| BackendError::not_found("deltacloud create volume: source not found"))?;
-        let volume: XmlVolume = Self::xml("create volume", &answer.body)?;
-        check_location("create volume", answer.location.as_deref(), &volume.id)?;
+        let volume: XmlVolume = Self::xml("create volume", &answer)?;
+        check_location("create volume", answer.header(reqwest::header::LOCATION.as_str()), &volume.id)?;
         Ok(volume)
     }
 

@@ -297,19 +297,12 @@ impl ScpClient {
                 request
             })
             .await?;
-        let status = response.status().as_u16();
-        let request_id = crate::http::request_id(&response).map(str::to_owned);
-        let body = response.bytes().await.map_err(|e| {
-            BackendError::new(
-                ErrorKind::Unavailable,
-                format!("scp {operation}: reading the answer failed: {e}"),
-            )
-        })?;
+        let status = response.status;
         tracing::debug!(operation, method = %method, path = url.path(), status, "scp call");
         Ok(Answer {
             status,
-            body: body.to_vec(),
-            request_id,
+            request_id: response.request_id().map(str::to_owned),
+            body: response.body,
         })
     }
 
@@ -333,16 +326,28 @@ impl ScpClient {
     }
 }
 
-/// Parses a JSON answer body, naming the operation when it is not the documented shape.
+/// Parses a JSON answer body, naming the operation when it is not the documented shape (then
+/// `Unavailable`, logged once with the request id: see `http::json_body`).
 pub fn parse<T: serde::de::DeserializeOwned>(
     operation: &'static str,
     answer: &Answer,
 ) -> BackendResult<T> {
     serde_json::from_slice(&answer.body).map_err(|e| {
-        BackendError::internal(format!(
-            "scp {operation}: the answer (HTTP {}) is not the documented JSON: {e}",
-            answer.status
-        ))
+        let error = BackendError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "scp {operation}: the answer (HTTP {}) is not the documented JSON: {e}",
+                answer.status
+            ),
+        );
+        crate::http::log_refusal(
+            "scp",
+            operation,
+            answer.status,
+            answer.request_id.as_deref(),
+            &error,
+        );
+        error
     })
 }
 

@@ -716,8 +716,25 @@ impl Backend for ScpBackend {
     }
 
     async fn delete_snapshot(&self, id: &SnapshotId) -> BackendResult<()> {
-        self.delete_one("delete snapshot", &["v1", "snapshots", id.as_str()])
-            .await
+        let segments = ["v1", "snapshots", id.as_str()];
+        self.delete_one("delete snapshot", &segments).await?;
+        // The service may accept a delete and fail it afterwards (a Cinder-like
+        // `error_deleting`): confirm, so that a snapshot left behind is an error the sidecar
+        // retries rather than a silent leak.
+        match self
+            .get_one::<SnapshotDetail>("confirm snapshot delete", &segments)
+            .await?
+        {
+            Some(detail) if detail.status.starts_with("error") => Err(BackendError::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "scp: snapshot {id} is in status {:?} after its delete: the service failed \
+                     to delete it; the delete will be tried again",
+                    detail.status
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     async fn list_snapshots(

@@ -175,13 +175,11 @@ impl SoftLayerClient {
                 request
             })
             .await?;
-        let status = response.status().as_u16();
+        let status = response.status;
         if (200..300).contains(&status) {
-            return json_body("softlayer", operation, response).await.map(Some);
+            return json_body("softlayer", operation, &response).map(Some);
         }
-        let request_id = crate::http::request_id(&response).map(str::to_owned);
-        let bytes = response.bytes().await.unwrap_or_default();
-        let error = classify(operation, status, &bytes);
+        let error = classify(operation, status, &response.body);
         if error.kind == crate::backend::ErrorKind::NotFound {
             return Ok(None);
         }
@@ -189,7 +187,7 @@ impl SoftLayerClient {
             "softlayer",
             operation,
             status,
-            request_id.as_deref(),
+            response.request_id(),
             &error,
         );
         Err(error)
@@ -309,7 +307,23 @@ impl SoftLayerClient {
                 None,
             )
             .await?;
-        Ok(answer.is_some())
+        match answer {
+            // `deleteObject` answers a boolean; `false` means the storage was not deleted
+            // (the storage back end failed it), which must not read as success.
+            Some(serde_json::Value::Bool(false)) => {
+                let error = BackendError::new(
+                    crate::backend::ErrorKind::FailedPrecondition,
+                    format!(
+                        "softlayer delete snapshot: deleteObject of {id} answered false: the \
+                         storage was not deleted; the delete will be tried again"
+                    ),
+                );
+                tracing::warn!(backend = "softlayer", storage = id, error = %error.message, "delete refused");
+                Err(error)
+            }
+            Some(_) => Ok(true),
+            None => Ok(false),
+        }
     }
 }
 
