@@ -187,7 +187,7 @@ impl HttpClient {
                             request_id,
                             attempt,
                             error = %message,
-                            "request failed"
+                            "request failed; giving up"
                         );
                         let what = if headers.is_some() {
                             "reading the answer failed: "

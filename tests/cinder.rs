@@ -704,15 +704,24 @@ async fn simulated_v2_and_v1_dialects() {
         assert_eq!(err.kind, ErrorKind::Unauthorized, "{err}");
 
         // Transient faults are retried on reads (503, then 429 with Retry-After).
-        sim::faults(&sim.url(), serde_json::json!({"rules": [{"fault": "status", "status": 503, "count": 2}]}))
-            .await;
+        sim::faults(
+            &sim.url(),
+            serde_json::json!({"rules": [{"fault": "status", "status": 503, "count": 2}]}),
+        )
+        .await;
         assert!(b.get_volume(&volume).await.expect("retried").is_some());
-        sim::faults(&sim.url(), serde_json::json!({"rules": [{"fault": "status", "status": 429, "retry_after": 1}]}))
-            .await;
+        sim::faults(
+            &sim.url(),
+            serde_json::json!({"rules": [{"fault": "status", "status": 429, "retry_after": 1}]}),
+        )
+        .await;
         assert!(b.get_volume(&volume).await.expect("retried").is_some());
         // ... but never on a create: the caller repeats the CSI call, found by name.
-        sim::faults(&sim.url(), serde_json::json!({"rules": [{"fault": "status", "status": 503}]}))
-            .await;
+        sim::faults(
+            &sim.url(),
+            serde_json::json!({"rules": [{"fault": "status", "status": 503}]}),
+        )
+        .await;
         let err = b
             .create_snapshot(&CreateSnapshot {
                 name: format!("{dialect}-once"),

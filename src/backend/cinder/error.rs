@@ -69,23 +69,27 @@ pub fn classify(operation: &str, status: u16, body: &[u8]) -> BackendError {
         (404, _) | (_, "itemNotFound") => ErrorKind::NotFound,
         (401, _) => ErrorKind::Unauthorized,
         (403, _) | (_, "forbidden") => ErrorKind::PermissionDenied,
+        // Rate limiting: Cinder names both 413 and 429 `overLimit`; the status tells a rate
+        // limit (transient, like the other clouds' 429) from a quota.
+        (429, _) => ErrorKind::Unavailable,
         // Quota: Cinder answers 413 overLimit (older releases) or 413 with a quota message.
         (413, _) | (_, "overLimit") => ErrorKind::QuotaExceeded,
         (409, _) => ErrorKind::Conflict,
         (400, _) if STATE_WORDS.iter().any(|w| lower.contains(w)) => ErrorKind::FailedPrecondition,
         (400, _) | (_, "badRequest") => ErrorKind::InvalidArgument,
         (405 | 501, _) => ErrorKind::Unsupported,
-        (429 | 502 | 503 | 504, _) => ErrorKind::Unavailable,
         (500..=599, _) => ErrorKind::Unavailable,
         _ => ErrorKind::Internal,
     };
     BackendError::new(kind, message)
 }
 
-/// A snapshot or volume in a Cinder status that can never become usable.
+/// A snapshot or volume in a Cinder status that can never become usable. FAILED_PRECONDITION:
+/// the object's state forbids the call (INTERNAL would blame the driver), and it is not
+/// retried as if Cinder were only slow.
 pub fn bad_status(what: &str, id: &str, status: &str) -> BackendError {
     BackendError::new(
-        ErrorKind::Internal,
+        ErrorKind::FailedPrecondition,
         format!("cinder {what} {id} is in status {status:?}; it will not become usable"),
     )
 }
@@ -129,6 +133,16 @@ mod tests {
         );
         assert_eq!(e.kind, ErrorKind::Unauthorized);
         assert!(e.message.contains("requires authentication"));
+        let e = classify(
+            "get volume",
+            429,
+            br#"{"overLimit": {"code": 429, "message": "Rate limit exceeded"}}"#,
+        );
+        assert_eq!(
+            e.kind,
+            ErrorKind::Unavailable,
+            "a rate limit is not a quota"
+        );
         assert_eq!(classify("x", 403, b"").kind, ErrorKind::PermissionDenied);
         assert_eq!(classify("x", 503, b"down").kind, ErrorKind::Unavailable);
         assert_eq!(classify("x", 418, b"").kind, ErrorKind::Internal);

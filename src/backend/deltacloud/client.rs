@@ -305,9 +305,7 @@ impl DeltacloudClient {
             )
             .await?;
         match answer {
-            Some(a) => {
-                Ok(Self::json::<JsonSnapshotsDoc>("list snapshots", &a)?.storage_snapshots)
-            }
+            Some(a) => Ok(Self::json::<JsonSnapshotsDoc>("list snapshots", &a)?.storage_snapshots),
             None => Ok(Vec::new()),
         }
     }
@@ -358,7 +356,11 @@ impl DeltacloudClient {
                 BackendError::not_found(format!("source volume {volume_id} does not exist"))
             })?;
         let snapshot: XmlSnapshot = Self::xml("create snapshot", &answer)?;
-        check_location("create snapshot", answer.header(reqwest::header::LOCATION.as_str()), &snapshot.id)?;
+        check_location(
+            "create snapshot",
+            answer.header(reqwest::header::LOCATION.as_str()),
+            &snapshot.id,
+        )?;
         Ok(snapshot)
     }
 
@@ -411,7 +413,11 @@ impl DeltacloudClient {
             .await?
             .ok_or_else(|| BackendError::not_found("deltacloud create volume: source not found"))?;
         let volume: XmlVolume = Self::xml("create volume", &answer)?;
-        check_location("create volume", answer.header(reqwest::header::LOCATION.as_str()), &volume.id)?;
+        check_location(
+            "create volume",
+            answer.header(reqwest::header::LOCATION.as_str()),
+            &volume.id,
+        )?;
         Ok(volume)
     }
 

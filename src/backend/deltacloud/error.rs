@@ -53,12 +53,28 @@ fn kind_of(status: u16) -> ErrorKind {
         // The driver under the server does not offer this collection or method.
         405 | 501 => ErrorKind::Unsupported,
         409 => ErrorKind::Conflict,
+        // Not documented for Deltacloud; what we send is small, so a 413 is a limit of the
+        // cloud behind it (OpenStack's overLimit meaning), which the snapshotter retries.
+        413 => ErrorKind::QuotaExceeded,
         429 => ErrorKind::Unavailable,
         // Deltacloud reports a failure of the cloud behind it as 500 (backend error) or 502
         // (provider error), and 504 when the cloud timed out: retry with backoff.
         500 | 502 | 503 | 504 => ErrorKind::Unavailable,
         _ => ErrorKind::Internal,
     }
+}
+
+/// A snapshot or volume in a state that can never become usable. FAILED_PRECONDITION: the
+/// object's state forbids the call (INTERNAL would blame the driver); not retried as if the
+/// cloud were only slow.
+pub fn state_error(what: &str, id: &str, state: Option<&str>) -> BackendError {
+    BackendError::new(
+        ErrorKind::FailedPrecondition,
+        format!(
+            "deltacloud: {what} {id} is in state {:?} at the cloud; delete it and create it again",
+            state.unwrap_or("")
+        ),
+    )
 }
 
 #[cfg(test)]

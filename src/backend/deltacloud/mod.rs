@@ -29,6 +29,7 @@ use crate::secret::{Secret, Secrets};
 use async_trait::async_trait;
 use client::{DeltacloudClient, JsonSnapshot, XmlVolume};
 pub use config::DeltacloudConfig;
+use error::state_error;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -97,13 +98,6 @@ fn readiness(state: Option<&str>) -> Readiness {
         // pending, creating, queued, deleting, and anything new: not usable (yet).
         _ => Readiness::Pending,
     }
-}
-
-fn state_error(what: &str, id: &str, state: Option<&str>) -> BackendError {
-    BackendError::internal(format!(
-        "deltacloud: {what} {id} is in state {:?} at the cloud; delete it and create it again",
-        state.unwrap_or("")
-    ))
 }
 
 /// The Deltacloud backend.

@@ -58,6 +58,9 @@ fn kind_of(status: u16, code: &str) -> ErrorKind {
         403 => ErrorKind::PermissionDenied,
         404 => ErrorKind::NotFound,
         429 => ErrorKind::Unavailable,
+        // Not documented for SoftLayer; what we send is small, so a 413 is a limit of the
+        // account (OpenStack's overLimit meaning), which the snapshotter retries.
+        413 => ErrorKind::QuotaExceeded,
         // SoftLayer rejects malformed calls with 400; everything we send is built here, so a
         // 400 is a request the service does not accept for this object.
         400 => ErrorKind::InvalidArgument,
