@@ -10,8 +10,10 @@
 //! Then the object faults: a snapshot stuck in `creating`, one that ends in `error`, and one
 //! left in `error_deleting` by its delete, followed by a delete that succeeds.
 
+mod cinder_support;
 mod sim;
 
+use cinder_support::Peer;
 use sim::Sim;
 use snapcsi::backend::{CreateSnapshot, SnapshotId, VolumeId};
 use snapcsi::ops::{Ops, SizeRange};
@@ -76,6 +78,10 @@ struct Cloud {
     create_path: String,
     /// Snapshot modes the cloud has (see tests/sims/faults.py).
     modes: &'static [&'static str],
+    /// Where the admin `os-reset_status` action is sent, and with which token (Cinder).
+    admin: Option<(String, String)>,
+    /// The real server behind the fault proxy, if any; stopped after the proxy.
+    _peer: Option<Peer>,
 }
 
 fn settings() -> snapcsi::http::HttpSettings {
@@ -123,6 +129,8 @@ async fn scp() -> Option<Cloud> {
     let volume = ready_volume(&ops, "faults-src").await;
     Some(Cloud {
         name: "scp",
+        admin: None,
+        _peer: None,
         request_id_header: "x-request-id",
         volume_path: format!("/v1/volumes/{volume}"),
         create_path: "/v1/snapshots".into(),
@@ -158,6 +166,8 @@ async fn softlayer() -> Option<Cloud> {
     let base = "/rest/v3.1/SoftLayer_Network_Storage_Iscsi";
     Some(Cloud {
         name: "softlayer",
+        admin: None,
+        _peer: None,
         request_id_header: "x-request-id",
         volume_path: format!("{base}/{volume}/getObject"),
         create_path: format!("{base}/{volume}/createSnapshot"),
@@ -191,6 +201,8 @@ async fn deltacloud() -> Option<Cloud> {
     let volume = ready_volume(&ops, "faults-src").await;
     Some(Cloud {
         name: "deltacloud",
+        admin: None,
+        _peer: None,
         request_id_header: "x-request-id",
         volume_path: format!("/api/storage_volumes/{volume}"),
         create_path: "/api/storage_snapshots".into(),
@@ -231,12 +243,55 @@ async fn cinder() -> Option<Cloud> {
     let volume = ready_volume(&ops, "faults-src").await;
     Some(Cloud {
         name: "cinder",
+        admin: Some((
+            format!("{}/v2/5a1e5a1e", sim.base()),
+            "sim-token".to_owned(),
+        )),
+        _peer: None,
         // Cinder answers with x-openstack-request-id (the v1 dialect: X-Compute-Request-Id,
         // seed 001).
         request_id_header: "x-openstack-request-id",
         volume_path: format!("/v2/5a1e5a1e/volumes/{volume}"),
         create_path: "/v2/5a1e5a1e/snapshots".into(),
         modes: &["stuck", "error", "error_deleting"],
+        sim,
+        ops,
+        volume,
+    })
+}
+
+/// The REAL Cinder 29 (tests/peers/cinder), reached through tests/sims/faultproxy.py, which
+/// injects the HTTP-level faults into its real answers.
+async fn real_cinder() -> Option<Cloud> {
+    let peer = Peer::start(&[])?;
+    let upstream = peer.get("CINDER_URL").to_owned();
+    let project = peer.get("CINDER_PROJECT").to_owned();
+    let sim = Sim::start("faultproxy.py", &["--upstream", &upstream])?;
+    let text = format!(
+        "type = \"cinder\"\nauth_type = \"noauth\"\nendpoint = \"{}/v3/{{project_id}}\"\n\
+         project_id = \"{project}\"\nvolume_wait_seconds = 30\ndelete_wait_seconds = 10\n\
+         [http]\n{HTTP}",
+        sim.base()
+    );
+    let table: toml::Table = toml::from_str(&text).expect("toml");
+    let config =
+        snapcsi::backend::registry::section("faults.toml", "c", &table).expect("cinder section");
+    let backend = snapcsi::backend::cinder::CinderBackend::new(config, Some("faults".into()))
+        .expect("cinder backend");
+    let ops = Ops::new(Arc::new(backend), 1 << 30);
+    let volume = ready_volume(&ops, "faults-src").await;
+    Some(Cloud {
+        name: "real cinder",
+        request_id_header: "x-openstack-request-id",
+        volume_path: format!("/v3/{project}/volumes/{volume}"),
+        create_path: format!("/v3/{project}/snapshots"),
+        // States are forced on the real server with os-reset_status instead.
+        modes: &[],
+        admin: Some((
+            format!("{upstream}/v3/{project}"),
+            format!("admin:{project}"),
+        )),
+        _peer: Some(peer),
         sim,
         ops,
         volume,
@@ -578,22 +633,107 @@ async fn ready_snapshot(cloud: &Cloud, name: &str) -> SnapshotId {
     panic!("{}: snapshot {name} never became ready", cloud.name);
 }
 
+/// Cinder's admin action `os-reset_status`: puts a snapshot into `status` (on the real
+/// server, how an operator forces or repairs a state).
+async fn reset_status(cloud: &Cloud, id: &SnapshotId, status: &str) {
+    let (api, token) = cloud.admin.as_ref().expect("an admin endpoint");
+    let response = reqwest::Client::new()
+        .post(format!("{api}/snapshots/{id}/action"))
+        .header("X-Auth-Token", token)
+        .json(&serde_json::json!({"os-reset_status": {"status": status}}))
+        .send()
+        .await
+        .expect("reset status");
+    assert_eq!(
+        response.status().as_u16(),
+        202,
+        "{}: os-reset_status {status}",
+        cloud.name
+    );
+}
+
 /// What an operator does to a snapshot left in `error_deleting` before it can be deleted
-/// again, where the cloud needs it (Cinder: the admin `os-reset_status` action).
+/// again, where the cloud needs it (Cinder refuses to delete `error_deleting`).
 async fn repair(cloud: &Cloud, id: &SnapshotId) {
-    if cloud.name == "cinder" {
-        let response = reqwest::Client::new()
-            .post(format!(
-                "{}/v2/5a1e5a1e/snapshots/{id}/action",
-                cloud.sim.base()
-            ))
-            .header("X-Auth-Token", "sim-token")
-            .json(&serde_json::json!({"os-reset_status": {"status": "error"}}))
-            .send()
-            .await
-            .expect("reset status");
-        assert_eq!(response.status().as_u16(), 202, "os-reset_status");
+    if cloud.admin.is_some() {
+        reset_status(cloud, id, "error").await;
     }
+}
+
+/// The states forced on the real Cinder with `os-reset_status`: `creating` (stuck),
+/// `error`, `error_deleting` and then a delete that succeeds.
+async fn run_reset_status(cloud: &Cloud) {
+    let id = ready_snapshot(cloud, "forced").await;
+    reset_status(cloud, &id, "creating").await;
+    for _ in 0..2 {
+        let again = cloud
+            .ops
+            .create_snapshot(snapshot_request(cloud, "forced"))
+            .await
+            .expect("stuck repeat");
+        assert_eq!(again.id, id, "{}: stuck", cloud.name);
+        assert!(
+            !again.ready,
+            "{}: a creating snapshot reads as ready",
+            cloud.name
+        );
+    }
+    println!(
+        "{}: forced to creating: not ready, same snapshot",
+        cloud.name
+    );
+    reset_status(cloud, &id, "error").await;
+    let err = cloud
+        .ops
+        .create_snapshot(snapshot_request(cloud, "forced"))
+        .await
+        .expect_err("error status");
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "{}: {err}",
+        cloud.name
+    );
+    assert!(
+        err.to_string().contains("\"error\""),
+        "{}: {err}",
+        cloud.name
+    );
+    println!("{}: forced to error: {err}", cloud.name);
+    reset_status(cloud, &id, "error_deleting").await;
+    let err = cloud
+        .ops
+        .delete_snapshot(&id)
+        .await
+        .expect_err("error_deleting");
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "{}: {err}",
+        cloud.name
+    );
+    assert!(
+        err.to_string().contains("error_deleting"),
+        "{}: {err}",
+        cloud.name
+    );
+    println!("{}: forced to error_deleting: {err}", cloud.name);
+    reset_status(cloud, &id, "available").await;
+    cloud
+        .ops
+        .delete_snapshot(&id)
+        .await
+        .unwrap_or_else(|e| panic!("{}: the later delete: {e}", cloud.name));
+    for _ in 0..100 {
+        match cloud.ops.get_snapshot(&id).await {
+            Err(e) if e.code() == Code::NotFound => {
+                println!("{}: repaired, then deleted", cloud.name);
+                return;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("{}: snapshot {id} was never deleted", cloud.name);
 }
 
 async fn run_modes(cloud: &Cloud, logs: &Logs) {
@@ -710,7 +850,11 @@ async fn run(cloud: Option<Cloud>) {
     let (logs, _guard) = capture();
     let started = Instant::now();
     run_table(&cloud, &logs).await;
-    run_modes(&cloud, &logs).await;
+    if cloud.modes.is_empty() {
+        run_reset_status(&cloud).await;
+    } else {
+        run_modes(&cloud, &logs).await;
+    }
     println!("{}: every fault in {:?}", cloud.name, started.elapsed());
 }
 
@@ -732,4 +876,11 @@ async fn deltacloud_faults() {
 #[tokio::test]
 async fn cinder_faults() {
     run(cinder().await).await;
+}
+
+/// The same table against the real Cinder behind the fault proxy, then its states forced
+/// with `os-reset_status`.
+#[tokio::test]
+async fn real_cinder_faults() {
+    run(real_cinder().await).await;
 }

@@ -75,6 +75,8 @@ class Plan:
         mode = payload.get("snapshots")
         if mode is not None and mode not in MODES:
             raise ValueError(f"snapshots {mode!r}: one of {MODES}")
+        if mode is not None and self.on_mode is None:
+            raise ValueError("this server has no snapshot modes")
         with self.lock:
             self.rules.extend(rules)
         if mode is not None and self.on_mode:
