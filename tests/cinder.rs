@@ -6,104 +6,19 @@
 mod cinder_support;
 mod common;
 
+use cinder_support::{Peer, require_peers, root};
+
 use snapcsi::backend::cinder::CinderBackend;
 use snapcsi::backend::cinder::config::CinderConfig;
 use snapcsi::backend::{Backend, CreateSnapshot, CreateVolume, ErrorKind, PageRequest, VolumeId};
 use snapcsi::backend::{SnapshotFilter, conformance};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One peer at a time: each is a real multi-service Cinder, and the machine is small.
 static PEERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn require_peers() -> bool {
-    std::env::var("SNAPCSI_REQUIRE_PEERS").is_ok_and(|v| v == "1")
-}
-
-/// A started Cinder (and maybe Keystone); stopped on drop.
-struct Peer {
-    dir: Option<tempfile::TempDir>,
-    env: BTreeMap<String, String>,
-}
-
-impl Peer {
-    /// Starts a peer with `vars` (FAKE_DELAY, KEYSTONE). `None`: skipped (reason printed).
-    fn start(vars: &[(&str, &str)]) -> Option<Peer> {
-        let dir = tempfile::Builder::new()
-            .prefix("snapcsi-cinder-")
-            .tempdir()
-            .expect("tempdir");
-        let script = root().join("tests/peers/cinder/cinder-peer.sh");
-        let mut command = Command::new(&script);
-        command.arg("start").arg(dir.path());
-        for (k, v) in vars {
-            command.env(k, v);
-        }
-        let output = command.output();
-        let ok = matches!(&output, Ok(o) if o.status.success());
-        if !ok {
-            let why = match &output {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-                Err(e) => e.to_string(),
-            };
-            let _ = Command::new(&script).arg("stop").arg(dir.path()).status();
-            if require_peers() {
-                panic!("SNAPCSI_REQUIRE_PEERS=1 but the Cinder peer did not start:\n{why}");
-            }
-            eprintln!("SKIPPED: the Cinder peer did not start:\n{why}");
-            return None;
-        }
-        let env = read_env(&dir.path().join("peer.env"));
-        Some(Peer {
-            dir: Some(dir),
-            env,
-        })
-    }
-
-    fn get(&self, key: &str) -> &str {
-        self.env
-            .get(key)
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("peer.env has no {key}"))
-    }
-
-    /// A noauth v3 config of this peer.
-    fn noauth_toml(&self) -> String {
-        format!(
-            "type = \"cinder\"\nauth_type = \"noauth\"\nendpoint = \"{}/v3/{{project_id}}\"\n\
-             project_id = \"{}\"\n[http]\nmax_attempts = 2\n",
-            self.get("CINDER_URL"),
-            self.get("CINDER_PROJECT")
-        )
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = Command::new(root().join("tests/peers/cinder/cinder-peer.sh"))
-                .arg("stop")
-                .arg(dir.path())
-                .status();
-        }
-    }
-}
-
-fn read_env(path: &Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(path)
-        .expect("peer.env")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
 
 fn config(toml_text: &str) -> CinderConfig {
     let table: toml::Table = toml::from_str(toml_text).expect("toml");
@@ -129,21 +44,6 @@ async fn ready_volume(b: &CinderBackend, name: &str) -> VolumeId {
         "create_volume answers once the volume is available"
     );
     v.id
-}
-
-/// Snapshots named `name` that Cinder has, in any state, by its own name filter.
-async fn count_named(peer_url: &str, project: &str, name: &str) -> usize {
-    let url = format!("{peer_url}/v3/{project}/snapshots/detail?name={name}");
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(url)
-        .header("X-Auth-Token", format!("admin:{project}"))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    body["snapshots"].as_array().map_or(0, Vec::len)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +236,7 @@ async fn kill_nine_restart(peer: &Peer, b: &CinderBackend) {
     first.kill9();
     let _ = pending.await;
     assert_eq!(
-        count_named(peer.get("CINDER_URL"), peer.get("CINDER_PROJECT"), name).await,
+        peer.count_named("snapshots", name).await,
         1,
         "the POST reached Cinder before the kill"
     );
@@ -361,7 +261,7 @@ async fn kill_nine_restart(peer: &Peer, b: &CinderBackend) {
     let answer = answer.expect("a snapshot");
     assert!(answer.ready_to_use);
     assert_eq!(
-        count_named(peer.get("CINDER_URL"), peer.get("CINDER_PROJECT"), name).await,
+        peer.count_named("snapshots", name).await,
         1,
         "exactly one Cinder snapshot after the restart"
     );
