@@ -96,6 +96,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "1Gi", value_parser = parse_size)]
     pub default_volume_size: u64,
 
+    /// Seconds a cloud create whose outcome is unknown (the driver restarted or the call timed
+    /// out) keeps a repeated call from creating a second object; the journal of such creates
+    /// lives in `<data-dir>/intents`.
+    #[arg(long, default_value_t = 60)]
+    pub create_grace_seconds: u64,
+
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. `127.0.0.1:9090`.
     /// Off when not given.
     #[arg(long)]

@@ -32,6 +32,14 @@ pub enum ServeError {
         /// What went wrong.
         message: String,
     },
+    /// The data directory cannot hold the journal of creates (see `ops::intents`).
+    #[error("data directory {path}: {message}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -110,9 +118,20 @@ pub async fn serve(
         };
         (None, data_dir.map(crate::backend::local::Layout::new))
     };
-    let ops = backend
-        .as_ref()
-        .map(|b| Ops::new(Arc::clone(b), args.default_volume_size));
+    let ops = match &backend {
+        None => None,
+        Some(b) => {
+            let grace = std::time::Duration::from_secs(args.create_grace_seconds);
+            let journal = args.data_dir.join("intents");
+            let intents = crate::ops::intents::Intents::open(&journal, grace).map_err(|e| {
+                ServeError::DataDir {
+                    path: journal.display().to_string(),
+                    message: e.to_string(),
+                }
+            })?;
+            Some(Ops::new(Arc::clone(b), args.default_volume_size).with_intents(intents))
+        }
+    };
 
     if let Some(addr) = args.metrics_addr {
         let listener =

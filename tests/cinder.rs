@@ -46,21 +46,6 @@ async fn ready_volume(b: &CinderBackend, name: &str) -> VolumeId {
     v.id
 }
 
-/// Snapshots named `name` that Cinder has, in any state, by its own name filter.
-async fn count_named(peer_url: &str, project: &str, name: &str) -> usize {
-    let url = format!("{peer_url}/v3/{project}/snapshots/detail?name={name}");
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(url)
-        .header("X-Auth-Token", format!("admin:{project}"))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    body["snapshots"].as_array().map_or(0, Vec::len)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_cinder_noauth() {
     let _one = PEERS.lock().await;
@@ -251,7 +236,7 @@ async fn kill_nine_restart(peer: &Peer, b: &CinderBackend) {
     first.kill9();
     let _ = pending.await;
     assert_eq!(
-        count_named(peer.get("CINDER_URL"), peer.get("CINDER_PROJECT"), name).await,
+        peer.count_named("snapshots", name).await,
         1,
         "the POST reached Cinder before the kill"
     );
@@ -276,7 +261,7 @@ async fn kill_nine_restart(peer: &Peer, b: &CinderBackend) {
     let answer = answer.expect("a snapshot");
     assert!(answer.ready_to_use);
     assert_eq!(
-        count_named(peer.get("CINDER_URL"), peer.get("CINDER_PROJECT"), name).await,
+        peer.count_named("snapshots", name).await,
         1,
         "exactly one Cinder snapshot after the restart"
     );

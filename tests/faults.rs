@@ -27,6 +27,13 @@ use tonic::Code;
 const HTTP: &str =
     "timeout_seconds = 1\nmax_attempts = 3\nbackoff_base_ms = 20\nbackoff_cap_ms = 100\n";
 const ATTEMPTS: usize = 3;
+/// How long a create with an unknown outcome is waited for before another is sent (the
+/// driver's `--create-grace-seconds`, 60 s by default).
+const GRACE: Duration = Duration::from_secs(1);
+
+fn ops(backend: Arc<dyn snapcsi::backend::Backend>) -> Ops {
+    Ops::new(backend, 1 << 30).with_intents(snapcsi::ops::intents::Intents::in_memory(GRACE))
+}
 
 // ------------------------------------------------------------------ log capture ---
 
@@ -125,7 +132,7 @@ async fn scp() -> Option<Cloud> {
     let today = snapcsi::backend::scp::time::Date::new(2026, 11, 25);
     let backend = snapcsi::backend::scp::ScpBackend::new(config, Some("faults".into()), today)
         .expect("scp backend");
-    let ops = Ops::new(Arc::new(backend), 1 << 30);
+    let ops = ops(Arc::new(backend));
     let volume = ready_volume(&ops, "faults-src").await;
     Some(Cloud {
         name: "scp",
@@ -173,7 +180,7 @@ async fn softlayer() -> Option<Cloud> {
         create_path: format!("{base}/{volume}/createSnapshot"),
         // SoftLayer snapshots have no status, so no `error` (tests/sims/softlayer.py).
         modes: &["stuck", "error_deleting"],
-        ops: Ops::new(Arc::new(backend), 1 << 30),
+        ops: ops(Arc::new(backend)),
         sim,
         volume,
     })
@@ -197,7 +204,7 @@ async fn deltacloud() -> Option<Cloud> {
     let backend =
         snapcsi::backend::deltacloud::DeltacloudBackend::new(&config, Some("faults".into()))
             .expect("deltacloud backend");
-    let ops = Ops::new(Arc::new(backend), 1 << 30);
+    let ops = ops(Arc::new(backend));
     let volume = ready_volume(&ops, "faults-src").await;
     Some(Cloud {
         name: "deltacloud",
@@ -239,7 +246,7 @@ async fn cinder() -> Option<Cloud> {
         snapcsi::backend::registry::section("faults.toml", "c", &table).expect("cinder section");
     let backend = snapcsi::backend::cinder::CinderBackend::new(config, Some("faults".into()))
         .expect("cinder backend");
-    let ops = Ops::new(Arc::new(backend), 1 << 30);
+    let ops = ops(Arc::new(backend));
     let volume = ready_volume(&ops, "faults-src").await;
     Some(Cloud {
         name: "cinder",
@@ -278,7 +285,7 @@ async fn real_cinder() -> Option<Cloud> {
         snapcsi::backend::registry::section("faults.toml", "c", &table).expect("cinder section");
     let backend = snapcsi::backend::cinder::CinderBackend::new(config, Some("faults".into()))
         .expect("cinder backend");
-    let ops = Ops::new(Arc::new(backend), 1 << 30);
+    let ops = ops(Arc::new(backend));
     let volume = ready_volume(&ops, "faults-src").await;
     Some(Cloud {
         name: "real cinder",
@@ -592,12 +599,34 @@ async fn run_table(cloud: &Cloud, logs: &Logs) {
         );
         assert!(took < Duration::from_secs(3), "{label}: took {took:?}");
         check_logged(cloud.name, row.what, &logs.take(), row.logged);
-        // The sidecar calls again: the name is looked up first, so no duplicate.
-        let again = cloud
-            .ops
-            .create_snapshot(snapshot_request(cloud, &name))
-            .await
-            .unwrap_or_else(|e| panic!("{label}: the repeated call: {e}"));
+        // The sidecar calls again: the name is looked up first, so no duplicate. After an
+        // UNAVAILABLE the outcome is unknown (ops::intents): until the object shows up, or the
+        // grace period passes without it, the repeat answers UNAVAILABLE and sends nothing.
+        let mut waited = 0;
+        let again = loop {
+            match cloud
+                .ops
+                .create_snapshot(snapshot_request(cloud, &name))
+                .await
+            {
+                Ok(s) => break s,
+                Err(e) if e.code() == Code::Unavailable && !row.found && waited < 40 => {
+                    assert_eq!(row.code, Code::Unavailable, "{label}: the repeat: {e}");
+                    assert!(e.to_string().contains("outcome is unknown"), "{label}: {e}");
+                    assert_eq!(
+                        route_count(cloud, "POST", &cloud.create_path).await,
+                        1,
+                        "{label}: nothing is created while the first create may yet appear"
+                    );
+                    waited += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{label}: the repeated call: {e}"),
+            }
+        };
+        if row.code == Code::Unavailable && !row.found {
+            assert!(waited > 0, "{label}: created again without waiting");
+        }
         let posts = route_count(cloud, "POST", &cloud.create_path).await;
         let expected = if row.found { 1 } else { 2 };
         assert_eq!(posts, expected, "{label}: creates sent in all");

@@ -132,6 +132,13 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// The cloud API version this backend speaks (negotiated or configured), for operators.
+    /// Whether a create can still complete after this process died because a remote service
+    /// carries it out; `ops` then journals creates (see `ops::intents`). Backends whose
+    /// objects live in this process's own store (`node_local`) say no.
+    fn creates_outlive_process(&self) -> bool {
+        !self.capabilities().node_local
+    }
+
     fn api_version(&self) -> Option<String> {
         None
     }

@@ -265,6 +265,12 @@ impl Backend for Registry {
             .unwrap_or(self.instances[self.default].backend.capabilities())
     }
 
+    fn creates_outlive_process(&self) -> bool {
+        self.instances
+            .iter()
+            .any(|i| i.backend.creates_outlive_process())
+    }
+
     fn with_secrets(&self, secrets: &Secrets) -> BackendResult<Option<Arc<dyn Backend>>> {
         if secrets.is_empty() {
             return Ok(None);

@@ -6,15 +6,22 @@
 //! first one by name.
 
 pub mod inflight;
+pub mod intents;
 pub mod token;
 
 use crate::backend::{
-    Backend, CreateSnapshot, CreateVolume, ErrorKind, Page, PageRequest, Snapshot, SnapshotFilter,
-    SnapshotId, Volume, VolumeId, VolumeSource,
+    Backend, BackendError, BackendResult, CreateSnapshot, CreateVolume, ErrorKind, Page,
+    PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
 };
 use crate::error::{Error, Result};
 use inflight::{Held, InFlight};
+use intents::Intents;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a create with an unknown outcome keeps a repeated call from creating again,
+/// unless the server is given another value.
+pub const DEFAULT_CREATE_GRACE: Duration = Duration::from_secs(60);
 
 /// Largest page a list call returns, whatever `max_entries` says (0 means "driver decides").
 pub const MAX_PAGE: usize = 1000;
@@ -40,6 +47,7 @@ impl SizeRange {
 pub struct Ops {
     backend: Arc<dyn Backend>,
     inflight: InFlight,
+    intents: Intents,
     default_volume_size: u64,
 }
 
@@ -49,8 +57,16 @@ impl Ops {
         Self {
             backend,
             inflight: InFlight::default(),
+            intents: Intents::in_memory(DEFAULT_CREATE_GRACE),
             default_volume_size,
         }
+    }
+
+    /// Uses `intents` as the journal of creates with an unknown outcome (a durable one in the
+    /// data directory in the server; see [`intents`]).
+    pub fn with_intents(mut self, intents: Intents) -> Self {
+        self.intents = intents;
+        self
     }
 
     /// These operations acting with the credentials in a request's `secrets` (see
@@ -61,6 +77,7 @@ impl Ops {
             Some(backend) => Ok(Ops {
                 backend,
                 inflight: self.inflight.clone(),
+                intents: self.intents.clone(),
                 default_volume_size: self.default_volume_size,
             }),
         }
@@ -82,11 +99,51 @@ impl Ops {
             .ok_or(Error::InFlight(key))
     }
 
+    /// Before a create is sent: refuses while an earlier create of `key` may still complete
+    /// in the cloud (UNAVAILABLE, so the sidecar repeats the call and the next lookup finds
+    /// that object), then journals this one.
+    fn begin_create(&self, key: &str) -> Result<()> {
+        if !self.backend.creates_outlive_process() {
+            return Ok(());
+        }
+        if let Some(age) = self.intents.unsettled(key) {
+            return Err(Error::Backend(BackendError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "name: a create of {key} was sent {:.1}s ago and its outcome is unknown \
+                     (the driver restarted or the call timed out); waiting up to {}s for that \
+                     object to appear before creating another",
+                    age.as_secs_f64(),
+                    self.intents.grace().as_secs()
+                ),
+            )));
+        }
+        self.intents.record(key).map_err(|e| {
+            Error::Internal(format!(
+                "recording the create of {key} in the data directory: {e}"
+            ))
+        })
+    }
+
+    /// After a create: forgets the journal entry unless the outcome is still unknown (a
+    /// transport failure, a timeout or a server error: the object may yet appear).
+    fn end_create<T>(&self, key: &str, result: &BackendResult<T>) {
+        let unknown = matches!(
+            result,
+            Err(e) if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Internal)
+        );
+        if !unknown {
+            self.intents.settle(key);
+        }
+    }
+
     /// CreateSnapshot: the existing snapshot of that name if it has the same source,
     /// ALREADY_EXISTS if it has another, otherwise a new snapshot.
     pub async fn create_snapshot(&self, request: CreateSnapshot) -> Result<Snapshot> {
         let _held = self.hold(format!("snapshot name {}", request.name))?;
+        let key = format!("snapshot {:?}", request.name);
         if let Some(existing) = self.backend.find_snapshot_by_name(&request.name).await? {
+            self.intents.settle(&key);
             if existing.source_volume_id == request.source_volume_id {
                 return Ok(existing);
             }
@@ -106,7 +163,10 @@ impl Ops {
                 id: request.source_volume_id.to_string(),
             });
         }
-        let snapshot = self.backend.create_snapshot(&request).await?;
+        self.begin_create(&key)?;
+        let snapshot = self.backend.create_snapshot(&request).await;
+        self.end_create(&key, &snapshot);
+        let snapshot = snapshot?;
         crate::metrics::metrics().snapshot_created(self.backend.kind());
         Ok(snapshot)
     }
@@ -165,7 +225,9 @@ impl Ops {
         min_size: u64,
     ) -> Result<Volume> {
         let _held = self.hold(format!("volume name {name}"))?;
+        let key = format!("volume {name:?}");
         if let Some(existing) = self.backend.find_volume_by_name(name).await? {
+            self.intents.settle(&key);
             if existing.source == source && size.admits(existing.size_bytes) {
                 return Ok(existing);
             }
@@ -213,7 +275,10 @@ impl Ops {
             source,
             parameters,
         };
-        Ok(self.backend.create_volume(&request).await?)
+        self.begin_create(&key)?;
+        let volume = self.backend.create_volume(&request).await;
+        self.end_create(&key, &volume);
+        Ok(volume?)
     }
 
     fn choose_size(&self, range: SizeRange, source_size: Option<u64>, min: u64) -> Result<u64> {
@@ -325,5 +390,65 @@ fn cursor_error(error: crate::backend::BackendError) -> Error {
         Error::BadToken(error.message)
     } else {
         Error::Backend(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    fn snapshot_request(name: &str, volume: &VolumeId) -> CreateSnapshot {
+        CreateSnapshot {
+            name: name.into(),
+            source_volume_id: volume.clone(),
+            parameters: Default::default(),
+        }
+    }
+
+    /// A create journaled by a process that died holds its name for the grace period, then
+    /// the name is free again; an object found by name settles the journal at once.
+    #[tokio::test]
+    async fn an_unsettled_create_holds_its_name_until_the_grace_period_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let grace = Duration::from_millis(300);
+        let ops = Ops::new(Arc::new(MemoryBackend::new(None)), 1 << 20)
+            .with_intents(Intents::open(dir.path(), grace).expect("journal"));
+        let volume = ops
+            .create_volume("v", SizeRange::default(), None, Default::default(), 0)
+            .await
+            .expect("volume")
+            .id;
+
+        // The previous process journaled "a" and died before the answer.
+        Intents::open(dir.path(), grace)
+            .expect("journal")
+            .record("snapshot \"a\"")
+            .expect("record");
+        let ops = ops.with_intents(Intents::open(dir.path(), grace).expect("reopen"));
+        let refused = ops
+            .create_snapshot(snapshot_request("a", &volume))
+            .await
+            .expect_err("a create of the same name may still appear");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+        assert!(refused.to_string().contains("\"a\""), "{refused}");
+        tokio::time::sleep(grace).await;
+        let created = ops
+            .create_snapshot(snapshot_request("a", &volume))
+            .await
+            .expect("after the grace period the name is free");
+
+        // "a" now exists: a stale journal entry for it is settled by the lookup.
+        Intents::open(dir.path(), grace)
+            .expect("journal")
+            .record("snapshot \"a\"")
+            .expect("record");
+        let ops = ops.with_intents(Intents::open(dir.path(), grace).expect("reopen"));
+        let again = ops
+            .create_snapshot(snapshot_request("a", &volume))
+            .await
+            .expect("found by name");
+        assert_eq!(again.id, created.id);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
     }
 }

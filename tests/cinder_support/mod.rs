@@ -1,5 +1,6 @@
-//! Test helpers of tests/cinder.rs: a driver as a separate process (so it can be killed with
-//! SIGKILL) and an HTTP relay that holds back Cinder's answer to the first snapshot create.
+//! Test helpers of tests/cinder.rs and tests/crash.rs: the real Cinder peer, a driver as a
+//! separate process (so it can be killed with SIGKILL) and an HTTP relay that holds back
+//! Cinder's answer to the first snapshot create.
 
 #![allow(dead_code)]
 
@@ -12,6 +13,111 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn require_peers() -> bool {
+    std::env::var("SNAPCSI_REQUIRE_PEERS").is_ok_and(|v| v == "1")
+}
+
+/// A started real Cinder (tests/peers/cinder/cinder-peer.sh) (and maybe Keystone); stopped on drop.
+pub struct Peer {
+    dir: Option<tempfile::TempDir>,
+    env: BTreeMap<String, String>,
+}
+
+impl Peer {
+    /// Starts a peer with `vars` (FAKE_DELAY, KEYSTONE). `None`: skipped (reason printed).
+    pub fn start(vars: &[(&str, &str)]) -> Option<Peer> {
+        let dir = tempfile::Builder::new()
+            .prefix("snapcsi-cinder-")
+            .tempdir()
+            .expect("tempdir");
+        let script = root().join("tests/peers/cinder/cinder-peer.sh");
+        let mut command = Command::new(&script);
+        command.arg("start").arg(dir.path());
+        for (k, v) in vars {
+            command.env(k, v);
+        }
+        let output = command.output();
+        let ok = matches!(&output, Ok(o) if o.status.success());
+        if !ok {
+            let why = match &output {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            let _ = Command::new(&script).arg("stop").arg(dir.path()).status();
+            if require_peers() {
+                panic!("SNAPCSI_REQUIRE_PEERS=1 but the Cinder peer did not start:\n{why}");
+            }
+            eprintln!("SKIPPED: the Cinder peer did not start:\n{why}");
+            return None;
+        }
+        let env = read_env(&dir.path().join("peer.env"));
+        Some(Peer {
+            dir: Some(dir),
+            env,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("peer.env has no {key}"))
+    }
+
+    /// A noauth v3 config of this peer.
+    pub fn noauth_toml(&self) -> String {
+        format!(
+            "type = \"cinder\"\nauth_type = \"noauth\"\nendpoint = \"{}/v3/{{project_id}}\"\n\
+             project_id = \"{}\"\n[http]\nmax_attempts = 2\n",
+            self.get("CINDER_URL"),
+            self.get("CINDER_PROJECT")
+        )
+    }
+    /// How many objects of `collection` ("snapshots" or "volumes") named `name` Cinder
+    /// has, in any state, by its own name filter.
+    pub async fn count_named(&self, collection: &str, name: &str) -> usize {
+        let project = self.get("CINDER_PROJECT");
+        let url = format!(
+            "{}/v3/{project}/{collection}/detail?name={name}",
+            self.get("CINDER_URL")
+        );
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(url)
+            .header("X-Auth-Token", format!("admin:{project}"))
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        body[collection].as_array().map_or(0, Vec::len)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = Command::new(root().join("tests/peers/cinder/cinder-peer.sh"))
+                .arg("stop")
+                .arg(dir.path())
+                .status();
+        }
+    }
+}
+
+fn read_env(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .expect("peer.env")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
 
 /// `snapcsi serve` in its own process.
 pub struct DriverProcess {
@@ -205,90 +311,4 @@ async fn relay(stream: TcpStream, state: Arc<State>) {
             return;
         }
     }
-}
-
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-pub fn require_peers() -> bool {
-    std::env::var("SNAPCSI_REQUIRE_PEERS").is_ok_and(|v| v == "1")
-}
-
-/// A started real Cinder (and maybe Keystone, tests/peers/cinder); stopped on drop.
-pub struct Peer {
-    dir: Option<tempfile::TempDir>,
-    env: BTreeMap<String, String>,
-}
-
-impl Peer {
-    /// Starts a peer with `vars` (FAKE_DELAY, KEYSTONE). `None`: skipped (reason printed).
-    pub fn start(vars: &[(&str, &str)]) -> Option<Peer> {
-        let dir = tempfile::Builder::new()
-            .prefix("snapcsi-cinder-")
-            .tempdir()
-            .expect("tempdir");
-        let script = root().join("tests/peers/cinder/cinder-peer.sh");
-        let mut command = Command::new(&script);
-        command.arg("start").arg(dir.path());
-        for (k, v) in vars {
-            command.env(k, v);
-        }
-        let output = command.output();
-        let ok = matches!(&output, Ok(o) if o.status.success());
-        if !ok {
-            let why = match &output {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-                Err(e) => e.to_string(),
-            };
-            let _ = Command::new(&script).arg("stop").arg(dir.path()).status();
-            if require_peers() {
-                panic!("SNAPCSI_REQUIRE_PEERS=1 but the Cinder peer did not start:\n{why}");
-            }
-            eprintln!("SKIPPED: the Cinder peer did not start:\n{why}");
-            return None;
-        }
-        let env = read_env(&dir.path().join("peer.env"));
-        Some(Peer {
-            dir: Some(dir),
-            env,
-        })
-    }
-
-    pub fn get(&self, key: &str) -> &str {
-        self.env
-            .get(key)
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("peer.env has no {key}"))
-    }
-
-    /// A noauth v3 config of this peer.
-    pub fn noauth_toml(&self) -> String {
-        format!(
-            "type = \"cinder\"\nauth_type = \"noauth\"\nendpoint = \"{}/v3/{{project_id}}\"\n\
-             project_id = \"{}\"\n[http]\nmax_attempts = 2\n",
-            self.get("CINDER_URL"),
-            self.get("CINDER_PROJECT")
-        )
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.dir {
-            let _ = Command::new(root().join("tests/peers/cinder/cinder-peer.sh"))
-                .arg("stop")
-                .arg(dir.path())
-                .status();
-        }
-    }
-}
-
-fn read_env(path: &Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(path)
-        .expect("peer.env")
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
 }
