@@ -114,6 +114,7 @@ fn backend_code(kind: ErrorKind) -> Code {
         ErrorKind::InvalidCursor => Code::Aborted,
         // UNAVAILABLE makes every sidecar retry, which is right for a transient cloud fault.
         ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Throttled => Code::Unavailable,
         ErrorKind::Unauthorized => Code::Unauthenticated,
         ErrorKind::PermissionDenied => Code::PermissionDenied,
         ErrorKind::Unsupported => Code::Unimplemented,

@@ -58,8 +58,13 @@ pub enum ErrorKind {
     Conflict,
     /// A page cursor the backend no longer (or never did) recognise.
     InvalidCursor,
-    /// The backend could not be reached or answered with a transient error.
+    /// The backend could not be reached or answered with a transient error; whether it acted
+    /// on the request is unknown.
     Unavailable,
+    /// The cloud refused the request before acting on it (HTTP 429 rate limit, 503 service
+    /// unavailable): nothing was done, the same call may succeed later. Unlike `Unavailable`,
+    /// a create refused this way leaves no uncertainty (see `ops::intents`).
+    Throttled,
     /// Credentials were refused.
     Unauthorized,
     /// Credentials were accepted but may not do this.
@@ -75,7 +80,10 @@ impl BackendError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         let retryable = matches!(
             kind,
-            ErrorKind::Unavailable | ErrorKind::Conflict | ErrorKind::QuotaExceeded
+            ErrorKind::Unavailable
+                | ErrorKind::Throttled
+                | ErrorKind::Conflict
+                | ErrorKind::QuotaExceeded
         );
         Self {
             kind,

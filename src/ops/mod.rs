@@ -126,7 +126,8 @@ impl Ops {
     }
 
     /// After a create: forgets the journal entry unless the outcome is still unknown (a
-    /// transport failure, a timeout or a server error: the object may yet appear).
+    /// transport failure, a timeout or a server error: the object may yet appear). A refusal
+    /// before acting (`Throttled`: 429, 503) or any other answer settles it.
     fn end_create<T>(&self, key: &str, result: &BackendResult<T>) {
         let unknown = matches!(
             result,

@@ -71,13 +71,15 @@ pub fn classify(operation: &str, status: u16, body: &[u8]) -> BackendError {
         (403, _) | (_, "forbidden") => ErrorKind::PermissionDenied,
         // Rate limiting: Cinder names both 413 and 429 `overLimit`; the status tells a rate
         // limit (transient, like the other clouds' 429) from a quota.
-        (429, _) => ErrorKind::Unavailable,
+        (429, _) => ErrorKind::Throttled,
         // Quota: Cinder answers 413 overLimit (older releases) or 413 with a quota message.
         (413, _) | (_, "overLimit") => ErrorKind::QuotaExceeded,
         (409, _) => ErrorKind::Conflict,
         (400, _) if STATE_WORDS.iter().any(|w| lower.contains(w)) => ErrorKind::FailedPrecondition,
         (400, _) | (_, "badRequest") => ErrorKind::InvalidArgument,
         (405 | 501, _) => ErrorKind::Unsupported,
+        // RFC 9110: 503 means the request was not handled (overload, maintenance).
+        (503, _) => ErrorKind::Throttled,
         (500..=599, _) => ErrorKind::Unavailable,
         _ => ErrorKind::Internal,
     };
@@ -138,13 +140,10 @@ mod tests {
             429,
             br#"{"overLimit": {"code": 429, "message": "Rate limit exceeded"}}"#,
         );
-        assert_eq!(
-            e.kind,
-            ErrorKind::Unavailable,
-            "a rate limit is not a quota"
-        );
+        assert_eq!(e.kind, ErrorKind::Throttled, "a rate limit is not a quota");
         assert_eq!(classify("x", 403, b"").kind, ErrorKind::PermissionDenied);
-        assert_eq!(classify("x", 503, b"down").kind, ErrorKind::Unavailable);
+        assert_eq!(classify("x", 503, b"down").kind, ErrorKind::Throttled);
+        assert_eq!(classify("x", 502, b"down").kind, ErrorKind::Unavailable);
         assert_eq!(classify("x", 418, b"").kind, ErrorKind::Internal);
     }
 }

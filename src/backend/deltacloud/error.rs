@@ -56,10 +56,11 @@ fn kind_of(status: u16) -> ErrorKind {
         // Not documented for Deltacloud; what we send is small, so a 413 is a limit of the
         // cloud behind it (OpenStack's overLimit meaning), which the snapshotter retries.
         413 => ErrorKind::QuotaExceeded,
-        429 => ErrorKind::Unavailable,
+        // Refused before it was handled (RFC 9110 429 and 503): retry with backoff.
+        429 | 503 => ErrorKind::Throttled,
         // Deltacloud reports a failure of the cloud behind it as 500 (backend error) or 502
         // (provider error), and 504 when the cloud timed out: retry with backoff.
-        500 | 502 | 503 | 504 => ErrorKind::Unavailable,
+        500 | 502 | 504 => ErrorKind::Unavailable,
         _ => ErrorKind::Internal,
     }
 }
@@ -97,7 +98,7 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Unauthorized);
         assert!(e.message.contains("Not authorized"));
         let e = classify("list", 503, "text/html", b"<html>down</html>");
-        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert_eq!(e.kind, ErrorKind::Throttled);
         assert!(e.retryable);
     }
 }

@@ -23,10 +23,12 @@ pub fn from_status(operation: &str, status: u16, body: &[u8]) -> BackendError {
         // A quota answer (Cinder: 413 for "VolumeLimitExceeded").
         413 => ErrorKind::QuotaExceeded,
         // Rate limited even after the HTTP client's retries: transient, the sidecars retry.
-        429 => ErrorKind::Unavailable,
-        // The service failed or is down: transient from our side, UNAVAILABLE makes the
-        // sidecars retry with backoff instead of giving up.
-        500 | 502 | 503 | 504 => ErrorKind::Unavailable,
+        // Rate limited or down for maintenance (RFC 9110: the request was not handled) even
+        // after the HTTP client's retries: transient, the sidecars retry.
+        429 | 503 => ErrorKind::Throttled,
+        // The service failed: transient from our side, UNAVAILABLE makes the sidecars retry
+        // with backoff instead of giving up.
+        500 | 502 | 504 => ErrorKind::Unavailable,
         _ => ErrorKind::Internal,
     };
     let what = match status {
@@ -104,9 +106,9 @@ mod tests {
             (404, ErrorKind::NotFound),
             (409, ErrorKind::Conflict),
             (413, ErrorKind::QuotaExceeded),
-            (429, ErrorKind::Unavailable),
+            (429, ErrorKind::Throttled),
             (500, ErrorKind::Unavailable),
-            (503, ErrorKind::Unavailable),
+            (503, ErrorKind::Throttled),
             (418, ErrorKind::Internal),
         ];
         for (status, kind) in cases {

@@ -42,7 +42,7 @@ fn kind_of(status: u16, code: &str) -> ErrorKind {
     match code {
         "SoftLayer_Exception_ObjectNotFound" => return ErrorKind::NotFound,
         // Rate limits lift by themselves: the sidecars retry UNAVAILABLE with backoff.
-        "SoftLayer_Exception_WebService_RateLimitExceeded" => return ErrorKind::Unavailable,
+        "SoftLayer_Exception_WebService_RateLimitExceeded" => return ErrorKind::Throttled,
         "SoftLayer_Exception_Network_Storage_NoSnapshotSpace" => {
             return ErrorKind::FailedPrecondition;
         }
@@ -57,7 +57,8 @@ fn kind_of(status: u16, code: &str) -> ErrorKind {
         401 => ErrorKind::Unauthorized,
         403 => ErrorKind::PermissionDenied,
         404 => ErrorKind::NotFound,
-        429 => ErrorKind::Unavailable,
+        // Refused before it was handled (RFC 9110 429 and 503).
+        429 | 503 => ErrorKind::Throttled,
         // Not documented for SoftLayer; what we send is small, so a 413 is a limit of the
         // account (OpenStack's overLimit meaning), which the snapshotter retries.
         413 => ErrorKind::QuotaExceeded,
@@ -90,7 +91,7 @@ mod tests {
             500,
             br#"{"error":"Rate limit exceeded","code":"SoftLayer_Exception_WebService_RateLimitExceeded"}"#,
         );
-        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert_eq!(e.kind, ErrorKind::Throttled);
         assert!(e.retryable);
         let e = classify(
             "x",
