@@ -5,11 +5,11 @@
 //! schedule once. `run` repeats it every interval, waking early for a slot. Time comes from the
 //! injected [`Clock`], so tests drive slots and Lease expiry without waiting.
 
+use super::Clock;
 use super::crd::{SnapshotSchedule, SnapshotScheduleStatus, ValidSpec, selector_query};
 use super::lease::LeaderElector;
-use super::Clock;
 use jiff::{SignedDuration, Timestamp, tz::TimeZone};
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
@@ -72,7 +72,9 @@ pub fn label_value(name: &str) -> String {
 
 /// The slot as it appears in names and the slot label.
 pub fn slot_stamp(slot: Timestamp) -> String {
-    slot.to_zoned(TimeZone::UTC).strftime(SLOT_FORMAT).to_string()
+    slot.to_zoned(TimeZone::UTC)
+        .strftime(SLOT_FORMAT)
+        .to_string()
 }
 
 fn parse_stamp(stamp: &str) -> Option<Timestamp> {
@@ -246,15 +248,35 @@ impl Scheduler {
         }
     }
 
-    async fn event(&self, schedule: &SnapshotSchedule, type_: EventType, reason: &str, note: String) {
+    /// Publishes an Event about `schedule`; `snapshot` names the VolumeSnapshot it concerns,
+    /// which also keeps events about different snapshots from being merged into one series.
+    async fn event(
+        &self,
+        schedule: &SnapshotSchedule,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        snapshot: Option<&str>,
+    ) {
+        let secondary = snapshot.map(|name| ObjectReference {
+            api_version: Some("snapshot.storage.k8s.io/v1".into()),
+            kind: Some("VolumeSnapshot".into()),
+            name: Some(name.into()),
+            namespace: schedule.namespace(),
+            ..ObjectReference::default()
+        });
         let event = Event {
             type_,
             reason: reason.into(),
             note: Some(note),
             action: "Reconcile".into(),
-            secondary: None,
+            secondary,
         };
-        if let Err(e) = self.recorder.publish(&event, &schedule.object_ref(&())).await {
+        if let Err(e) = self
+            .recorder
+            .publish(&event, &schedule.object_ref(&()))
+            .await
+        {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }
@@ -284,7 +306,7 @@ impl Scheduler {
                 status.next_run = None;
                 let changed = set_ready(&mut status, false, "InvalidSpec", &message, now);
                 if changed {
-                    self.event(schedule, EventType::Warning, "InvalidSpec", message)
+                    self.event(schedule, EventType::Warning, "InvalidSpec", message, None)
                         .await;
                 }
                 self.write_status(schedule, &old, status).await?;
@@ -395,6 +417,7 @@ impl Scheduler {
                         EventType::Normal,
                         "SnapshotCreated",
                         format!("created VolumeSnapshot {snapshot_name} of PVC {pvc_name} for slot {slot}"),
+                        Some(&snapshot_name),
                     )
                     .await;
                 }
@@ -407,8 +430,14 @@ impl Scheduler {
                         let message = format!(
                             "VolumeSnapshot {snapshot_name} exists and was not made by this schedule for PVC {pvc_name}"
                         );
-                        self.event(schedule, EventType::Warning, "NameConflict", message.clone())
-                            .await;
+                        self.event(
+                            schedule,
+                            EventType::Warning,
+                            "NameConflict",
+                            message.clone(),
+                            Some(&snapshot_name),
+                        )
+                        .await;
                         problems.push(Problem {
                             reason: "NameConflict",
                             message,
@@ -420,8 +449,14 @@ impl Scheduler {
                         "creating VolumeSnapshot {snapshot_name} of PVC {pvc_name}: {}",
                         s.message
                     );
-                    self.event(schedule, EventType::Warning, "SnapshotFailed", message.clone())
-                        .await;
+                    self.event(
+                        schedule,
+                        EventType::Warning,
+                        "SnapshotFailed",
+                        message.clone(),
+                        Some(&snapshot_name),
+                    )
+                    .await;
                     problems.push(Problem {
                         reason: "SnapshotFailed",
                         message,
@@ -443,7 +478,11 @@ impl Scheduler {
             "{LABEL_SCHEDULE_UID}={uid},{LABEL_MANAGED_BY}={MANAGER}"
         ));
         let list = snapshots.list(&params).await?;
-        Ok(list.items.into_iter().filter(|s| is_ours(s, &uid)).collect())
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|s| is_ours(s, &uid))
+            .collect())
     }
 
     async fn count(
@@ -509,6 +548,7 @@ impl Scheduler {
                     EventType::Normal,
                     "SnapshotPruned",
                     format!("deleted VolumeSnapshot {name} (slot {slot}) by retention {why}"),
+                    Some(name),
                 )
                 .await;
             }
@@ -609,7 +649,10 @@ mod tests {
     #[test]
     fn names_are_deterministic_and_valid() {
         let slot = ts("2026-11-25T03:30:00Z");
-        assert_eq!(snapshot_name("nightly", "db", slot), "nightly-db-202611250330");
+        assert_eq!(
+            snapshot_name("nightly", "db", slot),
+            "nightly-db-202611250330"
+        );
         let long_pvc = "p".repeat(253);
         let a = snapshot_name("nightly", &long_pvc, slot);
         assert_eq!(a, snapshot_name("nightly", &long_pvc, slot));
@@ -631,7 +674,10 @@ mod tests {
         let v = label_value(&long);
         assert!(v.len() <= 63, "{v}");
         assert_ne!(v, label_value(&format!("{long}c")));
-        assert_eq!(parse_stamp(&slot_stamp(ts("2026-01-02T03:04:00Z"))), Some(ts("2026-01-02T03:04:00Z")));
+        assert_eq!(
+            parse_stamp(&slot_stamp(ts("2026-01-02T03:04:00Z"))),
+            Some(ts("2026-01-02T03:04:00Z"))
+        );
     }
 
     #[test]

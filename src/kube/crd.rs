@@ -118,20 +118,15 @@ impl SnapshotScheduleSpec {
         };
         let max_age_seconds = match self.retention.max_age.as_deref() {
             None => None,
-            Some(text) => {
-                Some(parse_age(text).map_err(|e| format!("spec.retention.maxAge: {e}"))?)
-            }
+            Some(text) => Some(parse_age(text).map_err(|e| format!("spec.retention.maxAge: {e}"))?),
         };
-        for (i, req) in self
-            .selector
-            .match_expressions
-            .iter()
-            .flatten()
-            .enumerate()
-        {
+        for (i, req) in self.selector.match_expressions.iter().flatten().enumerate() {
             let needs_values = matches!(req.operator.as_str(), "In" | "NotIn");
             let has_values = req.values.as_ref().is_some_and(|v| !v.is_empty());
-            let known = matches!(req.operator.as_str(), "In" | "NotIn" | "Exists" | "DoesNotExist");
+            let known = matches!(
+                req.operator.as_str(),
+                "In" | "NotIn" | "Exists" | "DoesNotExist"
+            );
             if !known || needs_values != has_values {
                 return Err(format!(
                     "spec.selector.matchExpressions[{i}]: operator {:?} with {} values",
@@ -211,7 +206,10 @@ mod tests {
     #[test]
     fn invalid_specs_name_the_field() {
         let cases: Vec<(Box<dyn Fn(&mut SnapshotScheduleSpec)>, &str)> = vec![
-            (Box::new(|s| s.schedule = "61 * * * *".into()), "spec.schedule: minute"),
+            (
+                Box::new(|s| s.schedule = "61 * * * *".into()),
+                "spec.schedule: minute",
+            ),
             (
                 Box::new(|s| s.time_zone = Some("Mars/Olympus".into())),
                 "spec.timeZone: unknown time zone \"Mars/Olympus\"",
@@ -265,7 +263,10 @@ mod tests {
     #[test]
     fn crd_is_generated() {
         let yaml = crd_yaml();
-        assert!(yaml.contains("name: snapshotschedules.snapcsi.dev"), "{yaml}");
+        assert!(
+            yaml.contains("name: snapshotschedules.snapcsi.dev"),
+            "{yaml}"
+        );
         assert!(yaml.contains("maxCount"), "{yaml}");
         assert!(yaml.contains("subresources:\n      status: {}"), "{yaml}");
     }

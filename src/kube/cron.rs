@@ -66,9 +66,9 @@ impl Field {
         for item in text.split(',') {
             let (range, step) = match item.split_once('/') {
                 Some((r, s)) => {
-                    let step: u32 = s.parse().map_err(|_| {
-                        format!("{} field: step {s:?} is not a number", self.name)
-                    })?;
+                    let step: u32 = s
+                        .parse()
+                        .map_err(|_| format!("{} field: step {s:?} is not a number", self.name))?;
                     if step == 0 {
                         return Err(format!("{} field: step must be at least 1", self.name));
                     }
@@ -128,7 +128,8 @@ impl Cron {
         let (hours, _) = field("hour", 0, 23, &[]).parse(fields[1])?;
         let (days, days_star) = field("day-of-month", 1, 31, &[]).parse(fields[2])?;
         let (months, _) = field("month", 1, 12, &MONTHS).parse(fields[3])?;
-        let (mut weekdays, weekdays_star) = field("day-of-week", 0, 7, &WEEKDAYS).parse(fields[4])?;
+        let (mut weekdays, weekdays_star) =
+            field("day-of-week", 0, 7, &WEEKDAYS).parse(fields[4])?;
         if weekdays & (1 << 7) != 0 {
             weekdays = (weekdays | 1) & 0x7f;
         }
@@ -257,7 +258,10 @@ mod tests {
         let c = Cron::parse("*/15 * * * *").expect("valid");
         let t = ts("2026-03-01T10:07:30Z");
         assert_eq!(c.next_after(t, &utc()), Some(ts("2026-03-01T10:15:00Z")));
-        assert_eq!(c.latest_at_or_before(t, &utc()), Some(ts("2026-03-01T10:00:00Z")));
+        assert_eq!(
+            c.latest_at_or_before(t, &utc()),
+            Some(ts("2026-03-01T10:00:00Z"))
+        );
         // A slot exactly at t is "at or before" but not "after".
         let on = ts("2026-03-01T10:15:00Z");
         assert_eq!(c.latest_at_or_before(on, &utc()), Some(on));
@@ -271,7 +275,10 @@ mod tests {
         let t = ts("2026-01-04T00:00:00Z");
         assert_eq!(c.next_after(t, &utc()), Some(ts("2026-01-05T02:30:00Z")));
         let after = ts("2026-01-05T02:30:00Z");
-        assert_eq!(c.next_after(after, &utc()), Some(ts("2026-01-07T02:30:00Z")));
+        assert_eq!(
+            c.next_after(after, &utc()),
+            Some(ts("2026-01-07T02:30:00Z"))
+        );
         assert_eq!(
             Cron::parse("@daily").expect("valid"),
             Cron::parse("0 0 * * *").expect("valid")
@@ -331,7 +338,10 @@ mod tests {
         let t = ts("2026-10-24T12:00:00Z");
         let first = c.next_after(t, &berlin).expect("slot");
         assert_eq!(first, ts("2026-10-25T00:30:00Z"));
-        assert_eq!(c.next_after(first, &berlin), Some(ts("2026-10-26T01:30:00Z")));
+        assert_eq!(
+            c.next_after(first, &berlin),
+            Some(ts("2026-10-26T01:30:00Z"))
+        );
         // Ordinary day: 02:30 CET = 01:30 UTC.
         assert_eq!(
             c.latest_at_or_before(ts("2026-01-10T12:00:00Z"), &berlin),
