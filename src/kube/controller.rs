@@ -407,7 +407,7 @@ impl Scheduler {
                 },
                 "spec": spec,
             }))
-            .map_err(|e| kube::Error::SerdeError(e))?;
+            .map_err(kube::Error::SerdeError)?;
             self.ensure_leading()?;
             match snapshots.create(&PostParams::default(), &object).await {
                 Ok(_) => {

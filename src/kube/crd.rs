@@ -205,7 +205,8 @@ mod tests {
 
     #[test]
     fn invalid_specs_name_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut SnapshotScheduleSpec)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut SnapshotScheduleSpec)>;
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|s| s.schedule = "61 * * * *".into()),
                 "spec.schedule: minute",
@@ -243,20 +244,21 @@ mod tests {
 
     #[test]
     fn selector_as_query() {
-        let mut s = LabelSelector::default();
-        s.match_labels = Some([("app".to_owned(), "db".to_owned())].into());
-        s.match_expressions = Some(vec![
-            LabelSelectorRequirement {
-                key: "tier".into(),
-                operator: "In".into(),
-                values: Some(vec!["a".into(), "b".into()]),
-            },
-            LabelSelectorRequirement {
-                key: "skip".into(),
-                operator: "DoesNotExist".into(),
-                values: None,
-            },
-        ]);
+        let s = LabelSelector {
+            match_labels: Some([("app".to_owned(), "db".to_owned())].into()),
+            match_expressions: Some(vec![
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["a".into(), "b".into()]),
+                },
+                LabelSelectorRequirement {
+                    key: "skip".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
+            ]),
+        };
         assert_eq!(selector_query(&s), "app=db,tier in (a,b),!skip");
     }
 

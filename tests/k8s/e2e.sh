@@ -105,12 +105,14 @@ start kube-controller-manager "$KUBE_CONTROLLER_MANAGER" --kubeconfig "$KUBECONF
 for crd in "$SNAPSHOT_CRDS"/*storage.k8s.io_*.yaml; do
     "$KUBECTL" apply -f "$crd" >>"$work/crds.log"
 done
+# snapcsi's own SnapshotSchedule CRD, so deploy/kind/example-schedule.yaml can be dry-run.
+"$KUBECTL" apply -f deploy/base/snapshotschedule-crd.yaml >>"$work/crds.log"
 "$KUBECTL" wait --for condition=established --timeout=60s crd --all >/dev/null
 start snapshot-controller "$SNAPSHOT_CONTROLLER" --kubeconfig "$KUBECONFIG" --leader-election=false
 
 cargo build --quiet
 socket=$work/csi.sock
-start snapcsi "$root/target/debug/snapcsi" serve --endpoint "unix://$socket" \
+start snapcsi "${CARGO_TARGET_DIR:-$root/target}/debug/snapcsi" serve --endpoint "unix://$socket" \
     --data-dir "$work/data" --node-id e2e-node --mode all
 wait_for 30 "snapcsi socket" test -S "$socket"
 start csi-provisioner "$CSI_PROVISIONER" --kubeconfig "$KUBECONFIG" --csi-address "$socket" \
