@@ -653,6 +653,110 @@ async fn two_replicas(client: &Client, clock: &Arc<FakeClock>) {
     eprintln!("scenario two replicas: ok");
 }
 
+/// The production loop (`Scheduler::run`) on the fake clock: it picks a slot up by itself and
+/// gives the Lease up when told to stop.
+async fn run_loop(client: &Client, clock: &Arc<FakeClock>) {
+    let env = Env::new(client, "runloop", clock).await;
+    env.pvc("data", json!({}), true).await;
+    let schedule = env
+        .schedule("loop", json!({"selector": {}, "schedule": "*/10 * * * *"}))
+        .await;
+    let s0 = first_slot(&schedule);
+    clock.set(at(s0, minutes(-1)));
+    let scheduler = env.scheduler("runner", "loop-lease");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        scheduler
+            .run(std::time::Duration::from_millis(200), async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(env.snapshot_names().await.is_empty());
+    clock.set(at(s0, SignedDuration::from_secs(1)));
+    let expected = vec![snapshot_name("loop", "data", s0)];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while env.snapshot_names().await != expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run() did not take the slot"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
+    let holder = |l: Lease| l.spec.and_then(|s| s.holder_identity);
+    assert_eq!(
+        holder(leases.get("loop-lease").await.expect("lease")).as_deref(),
+        Some("runner")
+    );
+    stop.send(()).expect("stop");
+    task.await.expect("run() ends on shutdown");
+    assert_eq!(
+        holder(leases.get("loop-lease").await.expect("lease")),
+        None,
+        "released on stop"
+    );
+    eprintln!("scenario run loop: ok");
+}
+
+/// The binary: `snapcsi scheduler` with KUBECONFIG takes the Lease in --lease-namespace and
+/// gives it up on SIGTERM.
+async fn binary(plane: &ControlPlane, client: &Client, clock: &Arc<FakeClock>) {
+    let env = Env::new(client, "binary", clock).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_snapcsi"))
+        .args([
+            "scheduler",
+            "--lease-namespace",
+            "binary",
+            "--namespace",
+            "binary",
+            "--interval",
+            "1",
+        ])
+        .env("KUBECONFIG", &plane.kubeconfig)
+        .env("POD_NAME", "binary-pod")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start snapcsi scheduler");
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let holder = loop {
+        let held = leases
+            .get_opt("snapcsi-scheduler")
+            .await
+            .expect("get lease")
+            .and_then(|l| l.spec.and_then(|s| s.holder_identity));
+        if let Some(h) = held {
+            break h;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the binary never took the Lease"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        holder.starts_with("binary-pod_"),
+        "identity is pod name + suffix: {holder}"
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).expect("pid"),
+        rustix::process::Signal::TERM,
+    )
+    .expect("SIGTERM");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "exit status {status:?}");
+    let released = leases
+        .get("snapcsi-scheduler")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(released, None, "the Lease is released on SIGTERM");
+    eprintln!("scenario binary: ok");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduler_on_a_real_api_server() {
     let Some(plane) = ControlPlane::start() else {
@@ -692,4 +796,31 @@ async fn scheduler_on_a_real_api_server() {
     paused(&client, &clock).await;
     invalid_specs(&client, &clock).await;
     two_replicas(&client, &clock).await;
+    run_loop(&client, &clock).await;
+    binary(&plane, &client, &clock).await;
+}
+
+#[test]
+fn readme_example_is_the_deployed_example_and_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let block = readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .find(|b| b.contains("kind: SnapshotSchedule"))
+        .expect("README has a SnapshotSchedule example");
+    let from_readme: SnapshotSchedule =
+        serde_saphyr::from_str(block).expect("README example parses");
+    let file =
+        std::fs::read_to_string(root.join("deploy/kind/example-schedule.yaml")).expect("example");
+    let from_file: SnapshotSchedule = serde_saphyr::from_str(&file).expect("example parses");
+    assert_eq!(from_readme.spec, from_file.spec);
+    assert_eq!(from_readme.metadata.name, from_file.metadata.name);
+    let valid = from_readme
+        .spec
+        .validate()
+        .expect("the example is a valid spec");
+    assert_eq!(valid.max_count, Some(7));
+    assert_eq!(valid.max_age_seconds, Some(30 * 86_400));
 }
