@@ -704,7 +704,16 @@ async fn run_loop(client: &Client, clock: &Arc<FakeClock>) {
 /// gives it up on SIGTERM.
 async fn binary(plane: &ControlPlane, client: &Client, clock: &Arc<FakeClock>) {
     let env = Env::new(client, "binary", clock).await;
+    // A named zone with no zoneinfo on the machine (as in the container image): the binary's
+    // bundled time zone database must answer.
+    env.schedule(
+        "zoned",
+        json!({"selector": {}, "schedule": "0 3 * * *", "timeZone": "Asia/Kolkata"}),
+    )
+    .await;
+    let no_zoneinfo = tempfile::tempdir().expect("tempdir");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_snapcsi"))
+        .env("TZDIR", no_zoneinfo.path())
         .args([
             "scheduler",
             "--lease-namespace",

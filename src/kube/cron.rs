@@ -350,6 +350,18 @@ mod tests {
     }
 
     #[test]
+    fn zones_are_bundled_in_the_binary() {
+        // Container images may have no /usr/share/zoneinfo; jiff falls back to this copy.
+        let bundled = jiff::tz::TimeZoneDatabase::bundled();
+        for name in ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "UTC"] {
+            assert!(
+                bundled.get(name).is_ok(),
+                "{name} missing from the bundled tzdb"
+            );
+        }
+    }
+
+    #[test]
     fn ages() {
         assert_eq!(parse_age("30m"), Ok(1800));
         assert_eq!(parse_age("1d12h"), Ok(129_600));
