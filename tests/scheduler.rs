@@ -549,11 +549,47 @@ async fn invalid_specs(client: &Client, clock: &Arc<FakeClock>) {
         );
         assert_eq!(message, field, "{name}");
     }
+    // A schedule that becomes invalid loses its next run and says why.
+    assert!(
+        env.get_schedule("good")
+            .await
+            .status
+            .expect("status")
+            .next_run
+            .is_some()
+    );
+    env.schedules()
+        .patch(
+            "good",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"retention": {"maxAge": "forever"}}})),
+        )
+        .await
+        .expect("break the good schedule");
+    step(&s).await;
+    let broken = env.get_schedule("good").await;
+    assert_eq!(ready_condition(&broken).1, "InvalidSpec");
+    assert!(
+        ready_condition(&broken)
+            .2
+            .starts_with("spec.retention.maxAge: ")
+    );
+    assert_eq!(broken.status.expect("status").next_run, None);
+    env.schedules()
+        .patch(
+            "good",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"retention": {"maxAge": null}}})),
+        )
+        .await
+        .expect("repair the good schedule");
+    step(&s).await;
+    assert_eq!(ready_condition(&env.get_schedule("good").await).0, "True");
     let events = env.events("InvalidSpec").await;
     assert_eq!(
         events.len(),
-        3,
-        "one Warning per bad schedule, not one per step"
+        4,
+        "one Warning per bad spec (3 schedules + the broken one), not one per step"
     );
     assert!(events.iter().all(|e| e.type_.as_deref() == Some("Warning")));
     // The good schedule next to them still runs.

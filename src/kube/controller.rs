@@ -569,10 +569,16 @@ impl Scheduler {
             self.client.clone(),
             &schedule.namespace().unwrap_or_default(),
         );
+        // A merge patch keeps fields it does not mention: an absent next slot (invalid spec)
+        // must be sent as null to clear the old one.
+        let mut value = serde_json::to_value(&status).map_err(kube::Error::SerdeError)?;
+        if status.next_run.is_none() {
+            value["nextRun"] = Value::Null;
+        }
         api.patch_status(
             &schedule.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
+            &Patch::Merge(json!({ "status": value })),
         )
         .await?;
         Ok(())
