@@ -18,7 +18,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Label: the schedule's name (shortened with a hash past 63 characters).
@@ -334,7 +334,6 @@ impl Scheduler {
                     status.last_run = Some(slot.to_string());
                 }
             }
-            self.prune(schedule, &snapshots, &valid, now).await?;
             match problems.first() {
                 None => {
                     let message = match next {
@@ -354,9 +353,17 @@ impl Scheduler {
             }
         }
 
-        let (total, ready) = self.count(schedule, &snapshots).await?;
-        status.snapshots = total;
-        status.ready_snapshots = ready;
+        // One list serves pruning and the counts; objects being deleted no longer count.
+        let mut owned = self.owned(schedule, &snapshots).await?;
+        owned.retain(|s| s.metadata.deletion_timestamp.is_none());
+        if !schedule.spec.paused {
+            let pruned = self
+                .prune(schedule, &snapshots, &owned, &valid, now)
+                .await?;
+            owned.retain(|s| !pruned.contains(&s.name_any()));
+        }
+        status.snapshots = owned.len() as i32;
+        status.ready_snapshots = owned.iter().filter(|s| is_ready(s)).count() as i32;
         self.write_status(schedule, &old, status).await?;
         Ok(next)
     }
@@ -485,31 +492,24 @@ impl Scheduler {
             .collect())
     }
 
-    async fn count(
-        &self,
-        schedule: &SnapshotSchedule,
-        snapshots: &Api<DynamicObject>,
-    ) -> Result<(i32, i32), SchedulerError> {
-        let owned = self.owned(schedule, snapshots).await?;
-        let ready = owned.iter().filter(|s| is_ready(s)).count();
-        Ok((owned.len() as i32, ready as i32))
-    }
-
     /// Deletes, per PVC, the ready snapshots beyond `maxCount` (oldest first) or older than
-    /// `maxAge` (by slot). Snapshots not ready, or not ours, are never deleted.
+    /// `maxAge` (by slot). Snapshots not ready, or not ours, are never deleted. `owned` is
+    /// this schedule's snapshots ([`Scheduler::owned`]); returns the names deleted.
     async fn prune(
         &self,
         schedule: &SnapshotSchedule,
         snapshots: &Api<DynamicObject>,
+        owned: &[DynamicObject],
         valid: &ValidSpec,
         now: Timestamp,
-    ) -> Result<(), SchedulerError> {
+    ) -> Result<BTreeSet<String>, SchedulerError> {
+        let mut pruned = BTreeSet::new();
         if valid.max_count.is_none() && valid.max_age_seconds.is_none() {
-            return Ok(());
+            return Ok(pruned);
         }
         let mut by_pvc: BTreeMap<String, Vec<(Timestamp, String)>> = BTreeMap::new();
-        for snapshot in self.owned(schedule, snapshots).await? {
-            if !is_ready(&snapshot) || snapshot.metadata.deletion_timestamp.is_some() {
+        for snapshot in owned {
+            if !is_ready(snapshot) || snapshot.metadata.deletion_timestamp.is_some() {
                 continue;
             }
             let labels = snapshot.labels();
@@ -537,8 +537,13 @@ impl Scheduler {
                 }
                 self.ensure_leading()?;
                 match snapshots.delete(name, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                    Ok(_) => {
+                        pruned.insert(name.clone());
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                        pruned.insert(name.clone());
+                        continue;
+                    }
                     Err(e) => return Err(e.into()),
                 }
                 let why = if too_many { "maxCount" } else { "maxAge" };
@@ -553,7 +558,7 @@ impl Scheduler {
                 .await;
             }
         }
-        Ok(())
+        Ok(pruned)
     }
 
     async fn write_status(
