@@ -4,7 +4,8 @@
 #   snapshot-controller, csi-provisioner and csi-snapshotter sidecars, and snapcsi (local
 #   backend) on a unix socket shared with the sidecars.
 # Then: every manifest in deploy/ is applied with --dry-run=server (schemas checked by the real
-# API server), and the scenario in tests/kube_e2e.rs runs against the cluster.
+# API server), and the scenario in tests/kube_e2e.rs runs against the cluster, then a
+# SnapshotSchedule with the `snapcsi scheduler` binary (tests/kube_scheduler_e2e.rs).
 #
 # Usage: tests/k8s/e2e.sh   (root; builds the tools on first use, cached by version)
 set -euo pipefail
@@ -140,6 +141,9 @@ phase "deploy dry-run"
 
 failed=1
 SNAPCSI_E2E=1 SNAPCSI_E2E_SOCKET=$socket cargo test --quiet --test kube_e2e -- --nocapture
-failed=0
 phase "scenario"
+# `snapcsi scheduler` (real clock) -> VolumeSnapshot -> the sidecars above -> ready.
+SNAPCSI_E2E=1 cargo test --quiet --test kube_scheduler_e2e -- --nocapture
+failed=0
+phase "scheduled snapshot"
 say "all green"
