@@ -87,8 +87,11 @@ pub fn holder_identity() -> String {
 /// Runs the controller with the in-cluster (or KUBECONFIG) credentials until `shutdown`.
 pub async fn run(
     args: SchedulerArgs,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), kube::Error> {
+    // Polled from the start (signal handlers installed now), not only once the first step is
+    // done: a SIGTERM during that step must still end in a clean stop that releases the Lease.
+    let stop = tokio::spawn(shutdown);
     let client = kube::Client::try_default().await?;
     let config = controller::SchedulerConfig {
         namespace: args.namespace,
@@ -100,7 +103,9 @@ pub async fn run(
     tracing::info!(identity = %config.identity, lease = %config.lease_name, "scheduler starting");
     let scheduler = controller::Scheduler::new(client, std::sync::Arc::new(SystemClock), config);
     scheduler
-        .run(std::time::Duration::from_secs(args.interval), shutdown)
+        .run(std::time::Duration::from_secs(args.interval), async {
+            let _ = stop.await;
+        })
         .await;
     Ok(())
 }
