@@ -25,6 +25,8 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run the SnapshotSchedule controller (`scheduler crd` prints its CRD).
+    Scheduler(crate::kube::SchedulerArgs),
 }
 
 /// Which CSI services this process serves.
@@ -354,7 +356,10 @@ where
 {
     let mut args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
     let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
-    let is_command = matches!(first, "serve" | "ctl" | "check-config" | "help");
+    let is_command = matches!(
+        first,
+        "serve" | "ctl" | "check-config" | "scheduler" | "help"
+    );
     let is_top_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
     if !is_command && !is_top_flag {
         args.insert(1.min(args.len()), "serve".into());

@@ -12,6 +12,7 @@ pub mod csi;
 pub mod ctl;
 pub mod error;
 pub mod http;
+pub mod kube;
 pub mod metrics;
 pub mod node;
 pub mod ops;

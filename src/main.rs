@@ -65,6 +65,21 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Scheduler(args) => {
+            if let Some(snapcsi::kube::SchedulerAction::Crd) = args.action {
+                print!("{}", snapcsi::kube::crd::crd_yaml());
+                return ExitCode::SUCCESS;
+            }
+            init_logging(args.log_format, &args.log_level);
+            match snapcsi::kube::run(args, shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "scheduler stopped");
+                    eprintln!("snapcsi scheduler: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Ctl(args) => {
             let mut stdout = std::io::stdout().lock();
             match snapcsi::ctl::run(args, &mut stdout).await {

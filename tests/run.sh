@@ -4,7 +4,7 @@
 #     tests/run.sh
 #
 # Phases, each timed:
-#   prereqs  tests/tools/install-prereqs.sh (Debian packages, csi-sanity)
+#   prereqs  tests/tools/install-prereqs.sh (Debian packages, csi-sanity, Kubernetes tools)
 #   fmt      cargo fmt --all -- --check
 #   lint     tests/tools/lint.sh (hadolint on the Dockerfile, shellcheck on every script)
 #   clippy   cargo clippy --all-targets -- -D warnings
@@ -120,6 +120,8 @@ phase lint "$root/tests/tools/lint.sh" || true
 phase clippy cargo clippy --all-targets -- -D warnings || true
 # Tests that need a peer (the real Cinder and Keystone, the Python simulators) fail instead
 # of skipping when it cannot be had.
+# tests/scheduler.rs starts etcd + kube-apiserver itself: the tool paths (built by prereqs).
+eval "$("$root/tests/k8s/build-tools.sh")"
 phase test env SNAPCSI_REQUIRE_PEERS=1 cargo test || true
 if phase build cargo build; then
     phase sanity env SNAPCSI_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/snapcsi" \

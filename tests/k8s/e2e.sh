@@ -4,7 +4,8 @@
 #   snapshot-controller, csi-provisioner and csi-snapshotter sidecars, and snapcsi (local
 #   backend) on a unix socket shared with the sidecars.
 # Then: every manifest in deploy/ is applied with --dry-run=server (schemas checked by the real
-# API server), and the scenario in tests/kube_e2e.rs runs against the cluster.
+# API server), and the scenario in tests/kube_e2e.rs runs against the cluster, then a
+# SnapshotSchedule with the `snapcsi scheduler` binary (tests/kube_scheduler_e2e.rs).
 #
 # Usage: tests/k8s/e2e.sh   (root; builds the tools on first use, cached by version)
 set -euo pipefail
@@ -105,12 +106,14 @@ start kube-controller-manager "$KUBE_CONTROLLER_MANAGER" --kubeconfig "$KUBECONF
 for crd in "$SNAPSHOT_CRDS"/*storage.k8s.io_*.yaml; do
     "$KUBECTL" apply -f "$crd" >>"$work/crds.log"
 done
+# snapcsi's own SnapshotSchedule CRD, so deploy/kind/example-schedule.yaml can be dry-run.
+"$KUBECTL" apply -f deploy/base/snapshotschedule-crd.yaml >>"$work/crds.log"
 "$KUBECTL" wait --for condition=established --timeout=60s crd --all >/dev/null
 start snapshot-controller "$SNAPSHOT_CONTROLLER" --kubeconfig "$KUBECONFIG" --leader-election=false
 
 cargo build --quiet
 socket=$work/csi.sock
-start snapcsi "$root/target/debug/snapcsi" serve --endpoint "unix://$socket" \
+start snapcsi "${CARGO_TARGET_DIR:-$root/target}/debug/snapcsi" serve --endpoint "unix://$socket" \
     --data-dir "$work/data" --node-id e2e-node --mode all
 wait_for 30 "snapcsi socket" test -S "$socket"
 start csi-provisioner "$CSI_PROVISIONER" --kubeconfig "$KUBECONFIG" --csi-address "$socket" \
@@ -138,6 +141,9 @@ phase "deploy dry-run"
 
 failed=1
 SNAPCSI_E2E=1 SNAPCSI_E2E_SOCKET=$socket cargo test --quiet --test kube_e2e -- --nocapture
-failed=0
 phase "scenario"
+# `snapcsi scheduler` (real clock) -> VolumeSnapshot -> the sidecars above -> ready.
+SNAPCSI_E2E=1 cargo test --quiet --test kube_scheduler_e2e -- --nocapture
+failed=0
+phase "scheduled snapshot"
 say "all green"

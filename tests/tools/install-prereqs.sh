@@ -2,7 +2,8 @@
 # Installs what snapcsi's tests need on a Debian 12 machine, and nothing when
 # everything is already there:
 #   - Debian packages for the node path (loop devices, mkfs, resize, freeze);
-#   - csi-sanity, pinned, built with `go install` into a version-keyed cache.
+#   - csi-sanity, pinned, built with `go install` into a version-keyed cache;
+#   - the Kubernetes tools of tests/k8s/build-tools.sh (also version-keyed).
 #
 # Idempotent; a second run only checks and takes about a second. Exports
 # nothing: the last line printed is the csi-sanity path, and scripts that need
@@ -126,5 +127,12 @@ dry=$("$CSI_SANITY" -ginkgo.dry-run -ginkgo.no-color \
 grep -qE '^Ran [0-9]+ of [0-9]+ Specs' <<<"$dry" \
     || die "csi-sanity dry run printed no spec summary: $dry"
 log "csi-sanity $CSI_SANITY_VERSION ok ($(grep -oE '^Ran [0-9]+ of [0-9]+ Specs' <<<"$dry" | sed 's/^Ran [0-9]* of //'))"
+
+# The Kubernetes pieces (etcd, kube-apiserver, sidecars, snapshot CRDs), cached by version
+# under ~/.cache/snapcsi/k8s (a warm call takes well under a second): the test phase's
+# tests/scheduler.rs starts a control plane from them, and the e2e phase runs on them.
+"$here/../k8s/build-tools.sh" >/dev/null \
+    || die "building the Kubernetes tools failed (tests/k8s/build-tools.sh)"
+log "kubernetes tools ok"
 
 echo "$CSI_SANITY"
