@@ -4,7 +4,8 @@
 #   snapshot-controller, csi-provisioner and csi-snapshotter sidecars, and snapcsi (local
 #   backend) on a unix socket shared with the sidecars.
 # Then: every manifest in deploy/ is applied with --dry-run=server (schemas checked by the real
-# API server), and the scenario in tests/kube_e2e.rs runs against the cluster.
+# API server), and the scenarios in tests/kube_e2e.rs and tests/kube_group_e2e.rs (group
+# snapshots: CSIVolumeGroupSnapshot feature gate on both snapshot controllers) run against it.
 #
 # Usage: tests/k8s/e2e.sh   (root; builds the tools on first use, cached by version)
 set -euo pipefail
@@ -106,17 +107,19 @@ for crd in "$SNAPSHOT_CRDS"/*storage.k8s.io_*.yaml; do
     "$KUBECTL" apply -f "$crd" >>"$work/crds.log"
 done
 "$KUBECTL" wait --for condition=established --timeout=60s crd --all >/dev/null
-start snapshot-controller "$SNAPSHOT_CONTROLLER" --kubeconfig "$KUBECONFIG" --leader-election=false
+start snapshot-controller "$SNAPSHOT_CONTROLLER" --kubeconfig "$KUBECONFIG" --leader-election=false \
+    --feature-gates=CSIVolumeGroupSnapshot=true
 
 cargo build --quiet
 socket=$work/csi.sock
-start snapcsi "$root/target/debug/snapcsi" serve --endpoint "unix://$socket" \
+start snapcsi "${CARGO_TARGET_DIR:-$root/target}/debug/snapcsi" serve --endpoint "unix://$socket" \
     --data-dir "$work/data" --node-id e2e-node --mode all
 wait_for 30 "snapcsi socket" test -S "$socket"
 start csi-provisioner "$CSI_PROVISIONER" --kubeconfig "$KUBECONFIG" --csi-address "$socket" \
     --feature-gates Topology=true --extra-create-metadata --leader-election=false --timeout 60s
 start csi-snapshotter "$CSI_SNAPSHOTTER" --kubeconfig "$KUBECONFIG" --csi-address "$socket" \
-    --extra-create-metadata --leader-election=false --timeout 60s
+    --extra-create-metadata --leader-election=false --timeout 60s \
+    --feature-gates=CSIVolumeGroupSnapshot=true
 phase "sidecars up"
 
 # Every manifest of every overlay, checked by the real API server. The namespace must exist
@@ -138,6 +141,11 @@ phase "deploy dry-run"
 
 failed=1
 SNAPCSI_E2E=1 SNAPCSI_E2E_SOCKET=$socket cargo test --quiet --test kube_e2e -- --nocapture
-failed=0
 phase "scenario"
+# After kube_e2e (which ends by checking the backend is empty): a VolumeGroupSnapshot of two
+# labelled PVCs, both members restored.
+SNAPCSI_E2E=1 SNAPCSI_E2E_SOCKET=$socket SNAPCSI_E2E_DATA=$work/data \
+    cargo test --quiet --test kube_group_e2e -- --nocapture
+failed=0
+phase "group scenario"
 say "all green"

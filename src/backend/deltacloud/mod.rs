@@ -179,6 +179,7 @@ impl DeltacloudBackend {
                 .and_then(client::parse_created)
                 .unwrap_or(std::time::UNIX_EPOCH),
             ready: readiness(s.state.as_deref()) == Readiness::Ready,
+            group_snapshot_id: None,
         }
     }
 
@@ -285,6 +286,7 @@ impl Backend for DeltacloudBackend {
             get_capacity: false,
             size_granularity_bytes: GIB,
             node_local: false,
+            group_snapshot: false,
         }
     }
 
@@ -480,6 +482,7 @@ impl Backend for DeltacloudBackend {
                     .and_then(client::parse_created)
                     .unwrap_or(std::time::UNIX_EPOCH),
                 ready: false,
+                group_snapshot_id: None,
             }),
         }
     }
