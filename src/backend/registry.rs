@@ -516,10 +516,20 @@ impl Backend for Registry {
             inner.source_volume_ids.push(VolumeId::new(raw));
         }
         let index = index.unwrap_or(self.default);
-        let group = self.instances[index]
-            .backend
-            .create_group_snapshot(&inner)
-            .await?;
+        let instance = &self.instances[index];
+        if !instance.backend.capabilities().group_snapshot {
+            // The service is advertised (another instance offers it), so not UNIMPLEMENTED:
+            // these volumes "cannot be snapshotted together" -> FAILED_PRECONDITION.
+            return Err(BackendError::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "source_volume_ids: backend instance {} ({}) does not offer group snapshots",
+                    instance.name,
+                    instance.backend.kind()
+                ),
+            ));
+        }
+        let group = instance.backend.create_group_snapshot(&inner).await?;
         Ok(self.group_out(index, group))
     }
 
@@ -530,8 +540,12 @@ impl Backend for Registry {
         let Some((index, raw)) = self.split(id.as_str()) else {
             return Ok(None);
         };
-        let found = self.instances[index]
-            .backend
+        let backend = &self.instances[index].backend;
+        if !backend.capabilities().group_snapshot {
+            // No group can live there.
+            return Ok(None);
+        }
+        let found = backend
             .get_group_snapshot(&GroupSnapshotId::new(raw))
             .await?;
         Ok(found.map(|g| self.group_out(index, g)))
@@ -554,13 +568,14 @@ impl Backend for Registry {
 
     async fn delete_group_snapshot(&self, id: &GroupSnapshotId) -> BackendResult<()> {
         match self.split(id.as_str()) {
-            None => Ok(()),
-            Some((index, raw)) => {
+            Some((index, raw)) if self.instances[index].backend.capabilities().group_snapshot => {
                 self.instances[index]
                     .backend
                     .delete_group_snapshot(&GroupSnapshotId::new(raw))
                     .await
             }
+            // No such instance, or one where no group can live: nothing to delete.
+            _ => Ok(()),
         }
     }
 }
@@ -800,6 +815,40 @@ mod tests {
             .expect_err("unknown instance");
         assert_eq!(err.kind, ErrorKind::InvalidArgument);
         assert!(err.message.contains("zz"));
+    }
+
+    /// With a group-capable and a group-less instance, the service is advertised, so a group
+    /// on the group-less one is FAILED_PRECONDITION (never UNIMPLEMENTED), and its ids hold
+    /// no group.
+    #[tokio::test]
+    async fn groups_on_an_instance_without_them_are_a_failed_precondition() {
+        let config = crate::config::FileConfig::parse(
+            "t.toml",
+            "default_backend = \"m\"\n[backends.m]\ntype = \"memory\"\n[backends.c]\n\
+             type = \"cinder\"\nauth_type = \"noauth\"\n\
+             endpoint = \"http://127.0.0.1:9/v3/{project_id}\"\nproject_id = \"p\"\n",
+        )
+        .expect("config");
+        let registry = build("t.toml", &config).expect("registry");
+        assert!(registry.capabilities().group_snapshot);
+        let err = registry
+            .create_group_snapshot(&CreateGroupSnapshot {
+                name: "g".into(),
+                source_volume_ids: vec![VolumeId::new("c:some-volume")],
+                parameters: Default::default(),
+            })
+            .await
+            .expect_err("cinder offers no groups");
+        assert_eq!(err.kind, ErrorKind::FailedPrecondition);
+        assert!(
+            err.message.contains("instance c (cinder)"),
+            "{}",
+            err.message
+        );
+        let id = GroupSnapshotId::new("c:some-group");
+        assert_eq!(registry.get_group_snapshot(&id).await, Ok(None));
+        assert_eq!(registry.delete_group_snapshot(&id).await, Ok(()));
+        assert_eq!(registry.find_group_snapshot_by_name("g").await, Ok(None));
     }
 
     #[test]
