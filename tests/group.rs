@@ -642,3 +642,109 @@ async fn kill_nine_during_a_group_snapshot_leaves_one_group_and_no_orphan() {
         "no trial killed the driver with members cut and uncommitted: the test proves nothing"
     );
 }
+
+/// Two groups and two single snapshots of the same two mounted volumes, all at once: each
+/// freezes file systems another one may be freezing, and all four must succeed (they take
+/// turns; a second freeze of a frozen file system would fail with EBUSY).
+#[tokio::test]
+async fn concurrent_groups_and_snapshots_of_mounted_volumes_all_succeed() {
+    if !common::is_root() {
+        eprintln!(
+            "skipping concurrent_groups_and_snapshots_of_mounted_volumes_all_succeed: needs root"
+        );
+        return;
+    }
+    let driver = Driver::start(&[]).await;
+    let _cleanup = common::NodeCleanup(driver.path(""));
+    let mut c = driver.controller();
+    let mut n = driver.node();
+    let mut mounted = Vec::new();
+    for name in ["x", "y"] {
+        let id = create_volume(&mut c, &format!("pvc-{name}"), mount_cap()).await;
+        let stage = driver.path(&format!("stage-{name}"));
+        let target = driver.path(&format!("target-{name}"));
+        std::fs::create_dir_all(&stage).expect("stage dir");
+        n.node_stage_volume(csi::NodeStageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: stage.display().to_string(),
+            volume_capability: Some(mount_cap()),
+            ..Default::default()
+        })
+        .await
+        .expect("stage");
+        n.node_publish_volume(csi::NodePublishVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: stage.display().to_string(),
+            target_path: target.display().to_string(),
+            volume_capability: Some(mount_cap()),
+            ..Default::default()
+        })
+        .await
+        .expect("publish");
+        mounted.push((id, stage, target));
+    }
+    let (x, y) = (mounted[0].0.clone(), mounted[1].0.clone());
+    let group = |name: &'static str, ids: [String; 2]| {
+        let mut g = GroupControllerClient::new(driver.channel.clone());
+        async move {
+            g.create_volume_group_snapshot(csi::CreateVolumeGroupSnapshotRequest {
+                name: name.into(),
+                source_volume_ids: ids.to_vec(),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+        }
+    };
+    let single = |name: &'static str, id: String| {
+        let mut c = driver.controller();
+        async move {
+            c.create_snapshot(csi::CreateSnapshotRequest {
+                name: name.into(),
+                source_volume_id: id,
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+        }
+    };
+    let (g1, g2, s1, s2) = tokio::join!(
+        group("together-1", [x.clone(), y.clone()]),
+        group("together-2", [y.clone(), x.clone()]),
+        single("alone-x", x.clone()),
+        single("alone-y", y.clone()),
+    );
+    for (what, result) in [
+        ("group 1", g1),
+        ("group 2", g2),
+        ("single x", s1),
+        ("single y", s2),
+    ] {
+        result.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    }
+    let listed = c
+        .list_snapshots(csi::ListSnapshotsRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .entries;
+    assert_eq!(
+        listed.len(),
+        6,
+        "two groups of two and two singles: {listed:?}"
+    );
+    for (id, stage, target) in &mounted {
+        n.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+            volume_id: id.clone(),
+            target_path: target.display().to_string(),
+        })
+        .await
+        .expect("unpublish");
+        n.node_unstage_volume(csi::NodeUnstageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: stage.display().to_string(),
+        })
+        .await
+        .expect("unstage");
+    }
+}

@@ -108,6 +108,11 @@ pub struct LocalBackend {
     layout: Layout,
     store: Arc<Store>,
     max_capacity: Option<u64>,
+    /// Held around every clone that freezes file systems. Freezing a file system that another
+    /// snapshot already froze fails (EBUSY), so a group and a single snapshot (or two groups)
+    /// sharing a mounted volume would fail each other; taking turns costs little since a
+    /// frozen clone is a reflink. It also makes lock order between groups a non-issue.
+    freeze_turn: tokio::sync::Mutex<()>,
 }
 
 fn io_error(what: impl std::fmt::Display, error: std::io::Error) -> BackendError {
@@ -139,6 +144,7 @@ impl LocalBackend {
             layout,
             store: Arc::new(store),
             max_capacity: config.max_capacity,
+            freeze_turn: tokio::sync::Mutex::new(()),
         };
         backend.sweep_orphans()?;
         Ok(backend)
@@ -203,6 +209,7 @@ impl LocalBackend {
                 .await
                 .map_err(|e| BackendError::internal(format!("clone task failed: {e}")))?
         } else {
+            let _turn = self.freeze_turn.lock().await;
             crate::node::freeze::with_frozen(&freeze, work)
                 .await
                 .map_err(|e| BackendError::internal(e.to_string()))?
@@ -246,6 +253,11 @@ impl LocalBackend {
                 }
             }
             Ok(())
+        };
+        let _turn = if freeze.is_empty() {
+            None
+        } else {
+            Some(self.freeze_turn.lock().await)
         };
         crate::node::freeze::with_frozen(&freeze, work)
             .await
@@ -643,8 +655,7 @@ impl Backend for LocalBackend {
                 group_snapshot_id: Some(group_id.clone()),
             });
         }
-        // One order for every group (volume ids sorted), so two groups sharing volumes never
-        // hold one freeze each while waiting for the other's.
+        // One order for every group (volume ids sorted): stable, and the same on every node.
         let mut by_id: Vec<&str> = members
             .iter()
             .map(|m| m.source_volume_id.as_str())
