@@ -29,6 +29,7 @@ fn describe(caps: &Capabilities) -> String {
         (caps.clone_volume, "clone"),
         (caps.expand_volume, "expand"),
         (caps.get_capacity, "capacity"),
+        (caps.group_snapshot, "group snapshots"),
     ] {
         if on {
             out.push(name);

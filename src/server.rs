@@ -5,10 +5,12 @@ use crate::backend::local::{LocalBackend, LocalConfig};
 use crate::backend::memory::MemoryBackend;
 use crate::config::{BackendKind, Endpoint, Mode, ServeArgs};
 use crate::csi::controller::ControllerService;
+use crate::csi::group::GroupService;
 use crate::csi::identity::IdentityService;
 use crate::csi::node::NodeService;
 use crate::ops::Ops;
 use crate::proto::controller_server::ControllerServer;
+use crate::proto::group_controller_server::GroupControllerServer;
 use crate::proto::identity_server::IdentityServer;
 use crate::proto::node_server::NodeServer;
 use std::future::Future;
@@ -163,6 +165,10 @@ pub async fn serve(
             layout.clone().filter(|_| serves_node),
         )));
     if let Some(ops) = ops {
+        // Registered only when the backend can do it: Identity advertises exactly this.
+        if ops.backend().capabilities().group_snapshot {
+            router = router.add_service(GroupControllerServer::new(GroupService::new(ops.clone())));
+        }
         router = router.add_service(ControllerServer::new(ControllerService::new(
             ops,
             node_id.clone(),

@@ -34,6 +34,8 @@ fn done<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Result<(), tonic::St
 async fn every_rpc_rejects_bad_input_with_the_right_code() {
     let driver = Driver::start(&["--mode", "all"]).await;
     let mut c = driver.controller();
+    let mut g =
+        snapcsi::proto::group_controller_client::GroupControllerClient::new(driver.channel.clone());
     let mut n = driver.node();
     let long = "x".repeat(300);
     let huge = "y".repeat(5000);
@@ -560,6 +562,138 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
             ),
             Code::Unimplemented,
             "not offered",
+        ),
+        // GroupController
+        (
+            "CreateVolumeGroupSnapshot missing name",
+            done(
+                g.create_volume_group_snapshot(csi::CreateVolumeGroupSnapshotRequest {
+                    source_volume_ids: vec![volume.clone()],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "name",
+        ),
+        (
+            "CreateVolumeGroupSnapshot oversized name",
+            done(
+                g.create_volume_group_snapshot(csi::CreateVolumeGroupSnapshotRequest {
+                    name: long.clone(),
+                    source_volume_ids: vec![volume.clone()],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "name",
+        ),
+        (
+            "CreateVolumeGroupSnapshot no source volumes",
+            done(
+                g.create_volume_group_snapshot(csi::CreateVolumeGroupSnapshotRequest {
+                    name: "table-group".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "source_volume_ids",
+        ),
+        (
+            "CreateVolumeGroupSnapshot volume listed twice",
+            done(
+                g.create_volume_group_snapshot(csi::CreateVolumeGroupSnapshotRequest {
+                    name: "table-group".into(),
+                    source_volume_ids: vec![volume.clone(), volume.clone()],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "source_volume_ids",
+        ),
+        (
+            "CreateVolumeGroupSnapshot oversized volume id",
+            done(
+                g.create_volume_group_snapshot(csi::CreateVolumeGroupSnapshotRequest {
+                    name: "table-group".into(),
+                    source_volume_ids: vec![huge.clone()],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "source_volume_ids",
+        ),
+        (
+            "CreateVolumeGroupSnapshot unknown volume",
+            done(
+                g.create_volume_group_snapshot(csi::CreateVolumeGroupSnapshotRequest {
+                    name: "table-group".into(),
+                    source_volume_ids: vec!["vol-unknown".into()],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "vol-unknown",
+        ),
+        (
+            "GetVolumeGroupSnapshot missing id",
+            done(
+                g.get_volume_group_snapshot(csi::GetVolumeGroupSnapshotRequest::default())
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "group_snapshot_id",
+        ),
+        (
+            "GetVolumeGroupSnapshot unknown id",
+            done(
+                g.get_volume_group_snapshot(csi::GetVolumeGroupSnapshotRequest {
+                    group_snapshot_id: "group-unknown".into(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::NotFound,
+            "group-unknown",
+        ),
+        (
+            "GetVolumeGroupSnapshot empty member id",
+            done(
+                g.get_volume_group_snapshot(csi::GetVolumeGroupSnapshotRequest {
+                    group_snapshot_id: "group-unknown".into(),
+                    snapshot_ids: vec![String::new()],
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "snapshot_ids",
+        ),
+        (
+            "DeleteVolumeGroupSnapshot missing id",
+            done(
+                g.delete_volume_group_snapshot(csi::DeleteVolumeGroupSnapshotRequest::default())
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "group_snapshot_id",
+        ),
+        (
+            "DeleteVolumeGroupSnapshot oversized id",
+            done(
+                g.delete_volume_group_snapshot(csi::DeleteVolumeGroupSnapshotRequest {
+                    group_snapshot_id: huge.clone(),
+                    ..Default::default()
+                })
+                .await,
+            ),
+            Code::InvalidArgument,
+            "group_snapshot_id",
         ),
         // Node
         (

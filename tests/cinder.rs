@@ -706,3 +706,62 @@ fn config_errors_name_the_file_and_key() {
     let file = snapcsi::config::FileConfig::parse("snap.toml", &ok).expect("parses");
     assert!(snapcsi::backend::registry::build("snap.toml", &file).is_ok());
 }
+
+/// Group snapshots are a documented limit of the Cinder backend (README "Group snapshots"):
+/// Cinder 29 runs `group_snapshots` (3.14+) with a driver lacking consistent group snapshots,
+/// its fake driver included, as one snapshot after the other, which is not the write-order
+/// consistency CSI requires. So the capability is off, the backend call answers Unsupported
+/// naming the backend, and the driver neither serves nor advertises the GroupController.
+#[tokio::test]
+async fn group_snapshots_are_not_offered_and_say_why() {
+    let toml_text = "type = \"cinder\"\nauth_type = \"noauth\"\n\
+                     endpoint = \"http://127.0.0.1:9/v3/{project_id}\"\nproject_id = \"p\"\n";
+    let b = backend(toml_text);
+    assert!(!b.capabilities().group_snapshot);
+    let err = b
+        .create_group_snapshot(&snapcsi::backend::CreateGroupSnapshot {
+            name: "g".into(),
+            source_volume_ids: vec![VolumeId::new("v")],
+            parameters: BTreeMap::new(),
+        })
+        .await
+        .expect_err("not offered");
+    assert_eq!(err.kind, ErrorKind::Unsupported);
+    assert!(err.message.contains("cinder"), "{}", err.message);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("snapcsi.toml");
+    std::fs::write(&config_path, format!("[backends.c]\n{toml_text}")).expect("config");
+    let driver = common::Driver::start(&[
+        "--config",
+        config_path.to_str().expect("utf-8 path"),
+        "--mode",
+        "controller",
+    ])
+    .await;
+    let caps = driver
+        .identity()
+        .get_plugin_capabilities(snapcsi::proto::GetPluginCapabilitiesRequest {})
+        .await
+        .expect("plugin capabilities")
+        .into_inner();
+    let group_service =
+        snapcsi::proto::plugin_capability::service::Type::GroupControllerService as i32;
+    assert!(
+        !caps.capabilities.iter().any(|c| matches!(
+            &c.r#type,
+            Some(snapcsi::proto::plugin_capability::Type::Service(s)) if s.r#type == group_service
+        )),
+        "{caps:?}"
+    );
+    let status =
+        snapcsi::proto::group_controller_client::GroupControllerClient::new(driver.channel.clone())
+            .create_volume_group_snapshot(snapcsi::proto::CreateVolumeGroupSnapshotRequest {
+                name: "g".into(),
+                source_volume_ids: vec!["v".into()],
+                ..Default::default()
+            })
+            .await
+            .expect_err("not served");
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+}

@@ -31,8 +31,14 @@ base=https://raw.githubusercontent.com/kubernetes-csi/external-snapshotter/$snap
 for crd in volumesnapshotclasses volumesnapshotcontents volumesnapshots; do
     kubectl apply -f "$base/client/config/crd/snapshot.storage.k8s.io_$crd.yaml"
 done
+for crd in volumegroupsnapshotclasses volumegroupsnapshotcontents volumegroupsnapshots; do
+    kubectl apply -f "$base/client/config/crd/groupsnapshot.storage.k8s.io_$crd.yaml"
+done
 kubectl apply -f "$base/deploy/kubernetes/snapshot-controller/rbac-snapshot-controller.yaml"
 kubectl apply -f "$base/deploy/kubernetes/snapshot-controller/setup-snapshot-controller.yaml"
+# Group snapshots (VolumeGroupSnapshot) are behind a feature gate of snapshot-controller.
+kubectl -n kube-system patch deployment snapshot-controller --type json -p \
+    '[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--feature-gates=CSIVolumeGroupSnapshot=true"}]'
 
 say "deploying snapcsi (overlay kind)"
 kubectl apply -k "$root/deploy/overlays/kind"

@@ -5,7 +5,10 @@
 //! Each check is a plain async function returning `Err(description)` on the first broken
 //! promise; [`run`] runs them all and reports every failure.
 
-use crate::backend::{Backend, CreateSnapshot, SnapshotFilter, SnapshotId, VolumeId, VolumeSource};
+use crate::backend::{
+    Backend, CreateGroupSnapshot, CreateSnapshot, GroupSnapshotId, SnapshotFilter, SnapshotId,
+    VolumeId, VolumeSource,
+};
 use crate::error::Error;
 use crate::ops::{Ops, SizeRange};
 use std::collections::{BTreeMap, HashSet};
@@ -34,7 +37,7 @@ fn fail(context: &str) -> impl FnOnce(Error) -> String + '_ {
 /// Runs the whole suite; `prefix` makes names unique per run (backends may be shared).
 pub async fn run(backend: Arc<dyn Backend>, prefix: &str) -> Result<usize, Vec<String>> {
     let ops = Ops::new(backend, 64 * MIB);
-    let checks: Vec<(&str, Check)> = vec![
+    let mut checks: Vec<(&str, Check)> = vec![
         ("health", health(&ops).await),
         ("volume lifecycle", volume_lifecycle(&ops, prefix).await),
         ("snapshot lifecycle", snapshot_lifecycle(&ops, prefix).await),
@@ -48,6 +51,10 @@ pub async fn run(backend: Arc<dyn Backend>, prefix: &str) -> Result<usize, Vec<S
         ("expand", expand(&ops, prefix).await),
         ("missing objects", missing_objects(&ops).await),
     ];
+    // Counted only where offered, so the totals of backends without groups stay as they were.
+    if ops.backend().capabilities().group_snapshot {
+        checks.push(("group snapshots", group_snapshots(&ops, prefix).await));
+    }
     let total = checks.len();
     let failures: Vec<String> = checks
         .into_iter()
@@ -485,4 +492,155 @@ async fn missing_objects(ops: &Ops) -> Check {
     ensure(items.is_empty(), || {
         "list by a missing id is not empty".into()
     })
+}
+
+fn group_request(name: &str, volumes: &[&VolumeId]) -> CreateGroupSnapshot {
+    CreateGroupSnapshot {
+        name: name.to_owned(),
+        source_volume_ids: volumes.iter().map(|v| (*v).clone()).collect(),
+        parameters: BTreeMap::new(),
+    }
+}
+
+async fn group_snapshots(ops: &Ops, prefix: &str) -> Check {
+    let caps = ops.backend().capabilities();
+    if !caps.create_delete_volume {
+        return Ok(());
+    }
+    let a = new_volume(ops, &format!("{prefix}-grp-a")).await?;
+    let b = new_volume(ops, &format!("{prefix}-grp-b")).await?;
+    let name = format!("{prefix}-grp");
+    let group = ops
+        .create_group_snapshot(group_request(&name, &[&a.id, &b.id]))
+        .await
+        .map_err(fail("create group"))?;
+    let sources = group.source_volume_ids();
+    ensure(sources == [a.id.clone(), b.id.clone()], || {
+        format!("members are of {sources:?}, not of [a, b] in order")
+    })?;
+    ensure(
+        group
+            .snapshots
+            .iter()
+            .all(|s| s.group_snapshot_id.as_ref() == Some(&group.id)),
+        || "a member does not carry the group id".into(),
+    )?;
+    let mut ready = group.ready();
+    for _ in 0..300 {
+        if ready {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        ready = ops
+            .get_group_snapshot(&group.id, &[])
+            .await
+            .map_err(fail("get group"))?
+            .ready();
+    }
+    ensure(ready, || format!("group {} never became ready", group.id))?;
+
+    // Idempotency by name: same volumes in another order is the same group; others are not.
+    let again = ops
+        .create_group_snapshot(group_request(&name, &[&b.id, &a.id]))
+        .await
+        .map_err(fail("repeat create"))?;
+    ensure(again.id == group.id, || {
+        "same name and volumes made a second group".into()
+    })?;
+    let other = ops
+        .create_group_snapshot(group_request(&name, &[&a.id]))
+        .await;
+    ensure(code_of(other)? == Code::AlreadyExists, || {
+        "same name, other volumes is not ALREADY_EXISTS".into()
+    })?;
+    let missing_volume = VolumeId::new("no-such-volume");
+    let missing = ops
+        .create_group_snapshot(group_request(
+            &format!("{prefix}-grp-missing"),
+            &[&a.id, &missing_volume],
+        ))
+        .await;
+    ensure(code_of(missing)? == Code::NotFound, || {
+        "group with a missing volume is not NOT_FOUND".into()
+    })?;
+
+    // Members are ordinary snapshots for reads, but are deleted only with their group.
+    let member_ids: Vec<SnapshotId> = group.snapshots.iter().map(|s| s.id.clone()).collect();
+    let got = ops
+        .get_group_snapshot(&group.id, &member_ids)
+        .await
+        .map_err(fail("get group with its member ids"))?;
+    ensure(got.id == group.id && got.name == name, || {
+        "get answered another group".into()
+    })?;
+    let wrong = ops.get_group_snapshot(&group.id, &member_ids[..1]).await;
+    ensure(code_of(wrong)? == Code::InvalidArgument, || {
+        "get with a wrong member list is not INVALID_ARGUMENT".into()
+    })?;
+    let filter = SnapshotFilter {
+        source_volume_id: Some(a.id.clone()),
+    };
+    let (listed, _) = ops
+        .list_snapshots(None, &filter, 0, "")
+        .await
+        .map_err(fail("list snapshots of a"))?;
+    ensure(
+        listed
+            .iter()
+            .any(|s| s.id == member_ids[0] && s.group_snapshot_id.as_ref() == Some(&group.id)),
+        || format!("member of a not listed with its group id: {listed:?}"),
+    )?;
+    let refused = ops.delete_snapshot(&member_ids[0]).await;
+    ensure(code_of(refused)? == Code::InvalidArgument, || {
+        "stand-alone delete of a member is not INVALID_ARGUMENT".into()
+    })?;
+    ops.get_snapshot(&member_ids[0])
+        .await
+        .map_err(fail("member after the refused delete"))?;
+    if caps.restore_snapshot {
+        let restored = ops
+            .create_volume(
+                &format!("{prefix}-grp-restore"),
+                SizeRange::default(),
+                Some(VolumeSource::Snapshot(member_ids[1].clone())),
+                BTreeMap::new(),
+                0,
+            )
+            .await
+            .map_err(fail("restore from a member"))?;
+        ops.delete_volume(&restored.id)
+            .await
+            .map_err(fail("delete restored"))?;
+    }
+
+    let wrong = ops.delete_group_snapshot(&group.id, &member_ids[1..]).await;
+    ensure(code_of(wrong)? == Code::InvalidArgument, || {
+        "delete with a wrong member list is not INVALID_ARGUMENT".into()
+    })?;
+    ops.delete_group_snapshot(&group.id, &member_ids)
+        .await
+        .map_err(fail("delete group"))?;
+    ops.delete_group_snapshot(&group.id, &member_ids)
+        .await
+        .map_err(fail("second delete of the group"))?;
+    for member in &member_ids {
+        ensure(
+            code_of(ops.get_snapshot(member).await)? == Code::NotFound,
+            || format!("member {member} outlived its group"),
+        )?;
+    }
+    ensure(
+        code_of(ops.get_group_snapshot(&group.id, &[]).await)? == Code::NotFound,
+        || "deleted group still found".into(),
+    )?;
+    let unknown = GroupSnapshotId::new("no-such-group");
+    ops.delete_group_snapshot(&unknown, &[])
+        .await
+        .map_err(fail("delete of a missing group must succeed"))?;
+    ensure(
+        code_of(ops.get_group_snapshot(&unknown, &[]).await)? == Code::NotFound,
+        || "get of a missing group is not NOT_FOUND".into(),
+    )?;
+    ops.delete_volume(&a.id).await.map_err(fail("delete a"))?;
+    ops.delete_volume(&b.id).await.map_err(fail("delete b"))
 }

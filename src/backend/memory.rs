@@ -4,8 +4,9 @@
 //! nothing on disk and has no node side: volumes cannot be staged or mounted.
 
 use crate::backend::{
-    Backend, BackendError, BackendResult, Capabilities, CreateSnapshot, CreateVolume, ErrorKind,
-    Page, PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId,
+    Backend, BackendError, BackendResult, Capabilities, CreateGroupSnapshot, CreateSnapshot,
+    CreateVolume, ErrorKind, GroupSnapshot, GroupSnapshotId, Page, PageRequest, Snapshot,
+    SnapshotFilter, SnapshotId, Volume, VolumeId,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +20,9 @@ struct State {
     volume_names: HashMap<String, String>,
     snapshots: BTreeMap<String, Snapshot>,
     snapshot_names: HashMap<String, String>,
+    /// Group id -> (name, member snapshot ids in order, creation time).
+    groups: BTreeMap<String, (String, Vec<String>, SystemTime)>,
+    group_names: HashMap<String, String>,
     next: u64,
 }
 
@@ -27,6 +31,19 @@ impl State {
         self.next += 1;
         // Zero-padded so that string order is creation order, which paging relies on.
         format!("{prefix}{:016}", self.next)
+    }
+
+    fn group(&self, id: &str) -> Option<GroupSnapshot> {
+        let (name, members, created_at) = self.groups.get(id)?;
+        Some(GroupSnapshot {
+            id: GroupSnapshotId::new(id),
+            name: name.clone(),
+            snapshots: members
+                .iter()
+                .filter_map(|m| self.snapshots.get(m).cloned())
+                .collect(),
+            created_at: *created_at,
+        })
     }
 }
 
@@ -106,6 +123,7 @@ impl Backend for MemoryBackend {
             get_capacity: self.capacity.is_some(),
             size_granularity_bytes: 1,
             node_local: false,
+            group_snapshot: true,
         }
     }
 
@@ -198,6 +216,7 @@ impl Backend for MemoryBackend {
             size_bytes,
             created_at: SystemTime::now(),
             ready: true,
+            group_snapshot_id: None,
         };
         state
             .snapshot_names
@@ -221,6 +240,13 @@ impl Backend for MemoryBackend {
 
     async fn delete_snapshot(&self, id: &SnapshotId) -> BackendResult<()> {
         let mut state = self.state();
+        if let Some(group) = state
+            .snapshots
+            .get(id.as_str())
+            .and_then(|s| s.group_snapshot_id.as_ref())
+        {
+            return Err(BackendError::group_member(id, group));
+        }
         if let Some(snapshot) = state.snapshots.remove(id.as_str()) {
             state.snapshot_names.remove(&snapshot.name);
         }
@@ -239,5 +265,78 @@ impl Backend for MemoryBackend {
                 .as_ref()
                 .is_none_or(|v| &s.source_volume_id == v)
         }))
+    }
+
+    async fn create_group_snapshot(
+        &self,
+        request: &CreateGroupSnapshot,
+    ) -> BackendResult<GroupSnapshot> {
+        // One lock for the whole group: no write can land between two members.
+        let mut state = self.state();
+        let mut sizes = Vec::with_capacity(request.source_volume_ids.len());
+        for volume in &request.source_volume_ids {
+            let size = state.volumes.get(volume.as_str()).map(|v| v.size_bytes);
+            sizes.push(size.ok_or_else(|| {
+                BackendError::not_found(format!("source volume {volume} does not exist"))
+            })?);
+        }
+        let group_id = state.next_id("mgrp-");
+        let created_at = SystemTime::now();
+        let mut members = Vec::with_capacity(sizes.len());
+        for (volume, size_bytes) in request.source_volume_ids.iter().zip(sizes) {
+            let id = state.next_id("msnap-");
+            let snapshot = Snapshot {
+                id: SnapshotId::new(&id),
+                name: crate::backend::group_member_name(&request.name, volume),
+                source_volume_id: volume.clone(),
+                size_bytes,
+                created_at,
+                ready: true,
+                group_snapshot_id: Some(GroupSnapshotId::new(&group_id)),
+            };
+            state
+                .snapshot_names
+                .insert(snapshot.name.clone(), id.clone());
+            state.snapshots.insert(id.clone(), snapshot);
+            members.push(id);
+        }
+        state
+            .group_names
+            .insert(request.name.clone(), group_id.clone());
+        state.groups.insert(
+            group_id.clone(),
+            (request.name.clone(), members, created_at),
+        );
+        state
+            .group(&group_id)
+            .ok_or_else(|| BackendError::internal("group vanished while being created"))
+    }
+
+    async fn get_group_snapshot(
+        &self,
+        id: &GroupSnapshotId,
+    ) -> BackendResult<Option<GroupSnapshot>> {
+        Ok(self.state().group(id.as_str()))
+    }
+
+    async fn find_group_snapshot_by_name(
+        &self,
+        name: &str,
+    ) -> BackendResult<Option<GroupSnapshot>> {
+        let state = self.state();
+        Ok(state.group_names.get(name).and_then(|id| state.group(id)))
+    }
+
+    async fn delete_group_snapshot(&self, id: &GroupSnapshotId) -> BackendResult<()> {
+        let mut state = self.state();
+        if let Some((name, members, _)) = state.groups.remove(id.as_str()) {
+            state.group_names.remove(&name);
+            for member in members {
+                if let Some(snapshot) = state.snapshots.remove(&member) {
+                    state.snapshot_names.remove(&snapshot.name);
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -16,8 +16,9 @@ pub mod softlayer;
 pub mod types;
 
 pub use types::{
-    Capabilities, CreateSnapshot, CreateVolume, Page, PageRequest, Snapshot, SnapshotFilter,
-    SnapshotId, Volume, VolumeId, VolumeSource,
+    Capabilities, CreateGroupSnapshot, CreateSnapshot, CreateVolume, GroupSnapshot,
+    GroupSnapshotId, Page, PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId,
+    VolumeSource,
 };
 
 use crate::secret::Secrets;
@@ -97,6 +98,26 @@ impl BackendError {
         Self::new(ErrorKind::NotFound, message)
     }
 
+    /// The answer of a group call on a backend without [`Capabilities::group_snapshot`].
+    pub fn no_groups(kind: &str) -> Self {
+        Self::new(
+            ErrorKind::Unsupported,
+            format!("group snapshots are not supported by the {kind} backend"),
+        )
+    }
+
+    /// The refusal of a stand-alone delete of a group member (CSI DeleteSnapshot: "Snapshot
+    /// is part of a group" -> INVALID_ARGUMENT; the member goes with its group only).
+    pub fn group_member(snapshot: &SnapshotId, group: &GroupSnapshotId) -> Self {
+        Self::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "snapshot_id: snapshot {snapshot} is a member of group snapshot {group}; \
+                 delete the group (DeleteVolumeGroupSnapshot) instead"
+            ),
+        )
+    }
+
     /// Shorthand for [`ErrorKind::Internal`].
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
@@ -111,6 +132,12 @@ impl fmt::Display for BackendError {
 
 impl std::error::Error for BackendError {}
 
+/// The name a group member is stored under: unique per group and volume, so the member can
+/// be found by name like any snapshot.
+pub fn group_member_name(group_name: &str, volume: &VolumeId) -> String {
+    format!("{group_name}/{volume}")
+}
+
 /// Result of a backend call.
 pub type BackendResult<T> = Result<T, BackendError>;
 
@@ -123,7 +150,10 @@ pub type BackendResult<T> = Result<T, BackendError>;
 ///   in-flight guard; it must store the name with the object (as the cloud's name or a tag) so
 ///   that a later `find_*_by_name` finds it even after a restart;
 /// - list calls return at most `page.max_entries` items and a cursor that resumes right after
-///   the last item returned, in a stable order.
+///   the last item returned, in a stable order;
+/// - with [`Capabilities::group_snapshot`], a group's members are committed all or none, carry
+///   the group id, are listed like any snapshot, and `delete_snapshot` of a member is refused
+///   with [`ErrorKind::InvalidArgument`] (CSI: a member is deleted with its group only).
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Short backend kind, e.g. `local`; used in logs and metrics.
@@ -193,4 +223,36 @@ pub trait Backend: Send + Sync + 'static {
         filter: &SnapshotFilter,
         page: &PageRequest,
     ) -> BackendResult<Page<Snapshot>>;
+
+    /// Snapshots `request.source_volume_ids` together, write-order consistent: every member
+    /// is cut at one instant relative to the writes to all the volumes. All or nothing: when
+    /// one member fails, those already cut are removed before the error is returned.
+    /// The caller has checked the name is free and holds its in-flight guard.
+    async fn create_group_snapshot(
+        &self,
+        _request: &CreateGroupSnapshot,
+    ) -> BackendResult<GroupSnapshot> {
+        Err(BackendError::no_groups(self.kind()))
+    }
+
+    /// The group snapshot with this id, if any.
+    async fn get_group_snapshot(
+        &self,
+        _id: &GroupSnapshotId,
+    ) -> BackendResult<Option<GroupSnapshot>> {
+        Err(BackendError::no_groups(self.kind()))
+    }
+
+    /// The group snapshot created with this CSI name, if any.
+    async fn find_group_snapshot_by_name(
+        &self,
+        _name: &str,
+    ) -> BackendResult<Option<GroupSnapshot>> {
+        Err(BackendError::no_groups(self.kind()))
+    }
+
+    /// Deletes a group snapshot and all its members; missing is success.
+    async fn delete_group_snapshot(&self, _id: &GroupSnapshotId) -> BackendResult<()> {
+        Err(BackendError::no_groups(self.kind()))
+    }
 }

@@ -8,8 +8,9 @@
 //! the backend's own.
 
 use crate::backend::{
-    Backend, BackendError, BackendResult, Capabilities, CreateSnapshot, CreateVolume, ErrorKind,
-    Page, PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
+    Backend, BackendError, BackendResult, Capabilities, CreateGroupSnapshot, CreateSnapshot,
+    CreateVolume, ErrorKind, GroupSnapshot, GroupSnapshotId, Page, PageRequest, Snapshot,
+    SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
 };
 use crate::secret::Secrets;
 use async_trait::async_trait;
@@ -95,7 +96,20 @@ impl Registry {
         snapshot.id = SnapshotId::new(self.qualify(index, snapshot.id.as_str()));
         snapshot.source_volume_id =
             VolumeId::new(self.qualify(index, snapshot.source_volume_id.as_str()));
+        snapshot.group_snapshot_id = snapshot
+            .group_snapshot_id
+            .map(|g| GroupSnapshotId::new(self.qualify(index, g.as_str())));
         snapshot
+    }
+
+    fn group_out(&self, index: usize, mut group: GroupSnapshot) -> GroupSnapshot {
+        group.id = GroupSnapshotId::new(self.qualify(index, group.id.as_str()));
+        group.snapshots = group
+            .snapshots
+            .into_iter()
+            .map(|s| self.snapshot_out(index, s))
+            .collect();
+        group
     }
 
     fn pick(
@@ -261,6 +275,7 @@ impl Backend for Registry {
                 get_capacity: a.get_capacity || b.get_capacity,
                 size_granularity_bytes: a.size_granularity_bytes.max(b.size_granularity_bytes),
                 node_local: a.node_local || b.node_local,
+                group_snapshot: a.group_snapshot || b.group_snapshot,
             })
             .unwrap_or(self.instances[self.default].backend.capabilities())
     }
@@ -476,6 +491,93 @@ impl Backend for Registry {
         }
         self.walk(page, &Snapshots(self, filter)).await
     }
+
+    async fn create_group_snapshot(
+        &self,
+        request: &CreateGroupSnapshot,
+    ) -> BackendResult<GroupSnapshot> {
+        let mut index = None;
+        let mut inner = request.clone();
+        inner.parameters.remove(BACKEND_PARAMETER);
+        inner.source_volume_ids.clear();
+        for volume in &request.source_volume_ids {
+            let (i, raw) = self
+                .split(volume.as_str())
+                .ok_or_else(|| not_here("source volume", volume.as_str()))?;
+            if index.is_some_and(|first| first != i) {
+                // CSI: "Cannot snapshot multiple volumes together" -> FAILED_PRECONDITION.
+                return Err(BackendError::new(
+                    ErrorKind::FailedPrecondition,
+                    "source_volume_ids: the volumes live in different backend instances; \
+                     a group snapshot is taken within one instance",
+                ));
+            }
+            index = Some(i);
+            inner.source_volume_ids.push(VolumeId::new(raw));
+        }
+        let index = index.unwrap_or(self.default);
+        let instance = &self.instances[index];
+        if !instance.backend.capabilities().group_snapshot {
+            // The service is advertised (another instance offers it), so not UNIMPLEMENTED:
+            // these volumes "cannot be snapshotted together" -> FAILED_PRECONDITION.
+            return Err(BackendError::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "source_volume_ids: backend instance {} ({}) does not offer group snapshots",
+                    instance.name,
+                    instance.backend.kind()
+                ),
+            ));
+        }
+        let group = instance.backend.create_group_snapshot(&inner).await?;
+        Ok(self.group_out(index, group))
+    }
+
+    async fn get_group_snapshot(
+        &self,
+        id: &GroupSnapshotId,
+    ) -> BackendResult<Option<GroupSnapshot>> {
+        let Some((index, raw)) = self.split(id.as_str()) else {
+            return Ok(None);
+        };
+        let backend = &self.instances[index].backend;
+        if !backend.capabilities().group_snapshot {
+            // No group can live there.
+            return Ok(None);
+        }
+        let found = backend
+            .get_group_snapshot(&GroupSnapshotId::new(raw))
+            .await?;
+        Ok(found.map(|g| self.group_out(index, g)))
+    }
+
+    async fn find_group_snapshot_by_name(
+        &self,
+        name: &str,
+    ) -> BackendResult<Option<GroupSnapshot>> {
+        for (index, instance) in self.instances.iter().enumerate() {
+            if !instance.backend.capabilities().group_snapshot {
+                continue;
+            }
+            if let Some(g) = instance.backend.find_group_snapshot_by_name(name).await? {
+                return Ok(Some(self.group_out(index, g)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn delete_group_snapshot(&self, id: &GroupSnapshotId) -> BackendResult<()> {
+        match self.split(id.as_str()) {
+            Some((index, raw)) if self.instances[index].backend.capabilities().group_snapshot => {
+                self.instances[index]
+                    .backend
+                    .delete_group_snapshot(&GroupSnapshotId::new(raw))
+                    .await
+            }
+            // No such instance, or one where no group can live: nothing to delete.
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A byte size in the config file: an integer, or a string such as `"100Gi"`.
@@ -652,7 +754,7 @@ mod tests {
         .expect("config");
         let registry = build("t.toml", &config).expect("registry");
         let registry: Arc<dyn Backend> = Arc::new(registry);
-        assert_eq!(conformance::run(Arc::clone(&registry), "reg").await, Ok(9));
+        assert_eq!(conformance::run(Arc::clone(&registry), "reg").await, Ok(10));
         let request = CreateVolume {
             name: "in-b".into(),
             size_bytes: 1,
@@ -668,6 +770,41 @@ mod tests {
                 .expect("get")
                 .is_some()
         );
+        let in_a = registry
+            .create_volume(&CreateVolume {
+                name: "in-a".into(),
+                parameters: Default::default(),
+                ..request.clone()
+            })
+            .await
+            .expect("create in a");
+        let across = registry
+            .create_group_snapshot(&CreateGroupSnapshot {
+                name: "across".into(),
+                source_volume_ids: vec![in_a.id.clone(), volume.id.clone()],
+                parameters: Default::default(),
+            })
+            .await
+            .expect_err("a group cannot span instances");
+        assert_eq!(across.kind, ErrorKind::FailedPrecondition);
+        let group = registry
+            .create_group_snapshot(&CreateGroupSnapshot {
+                name: "within-b".into(),
+                source_volume_ids: vec![volume.id.clone()],
+                parameters: Default::default(),
+            })
+            .await
+            .expect("group within b");
+        assert!(group.id.as_str().starts_with("b:"), "{}", group.id);
+        assert_eq!(
+            group.snapshots[0].group_snapshot_id.as_ref(),
+            Some(&group.id)
+        );
+        let found = registry
+            .get_group_snapshot(&group.id)
+            .await
+            .expect("get group");
+        assert_eq!(found.map(|g| g.id), Some(group.id));
         let unknown = CreateVolume {
             parameters: [(BACKEND_PARAMETER.to_owned(), "zz".to_owned())].into(),
             ..request
@@ -678,6 +815,40 @@ mod tests {
             .expect_err("unknown instance");
         assert_eq!(err.kind, ErrorKind::InvalidArgument);
         assert!(err.message.contains("zz"));
+    }
+
+    /// With a group-capable and a group-less instance, the service is advertised, so a group
+    /// on the group-less one is FAILED_PRECONDITION (never UNIMPLEMENTED), and its ids hold
+    /// no group.
+    #[tokio::test]
+    async fn groups_on_an_instance_without_them_are_a_failed_precondition() {
+        let config = crate::config::FileConfig::parse(
+            "t.toml",
+            "default_backend = \"m\"\n[backends.m]\ntype = \"memory\"\n[backends.c]\n\
+             type = \"cinder\"\nauth_type = \"noauth\"\n\
+             endpoint = \"http://127.0.0.1:9/v3/{project_id}\"\nproject_id = \"p\"\n",
+        )
+        .expect("config");
+        let registry = build("t.toml", &config).expect("registry");
+        assert!(registry.capabilities().group_snapshot);
+        let err = registry
+            .create_group_snapshot(&CreateGroupSnapshot {
+                name: "g".into(),
+                source_volume_ids: vec![VolumeId::new("c:some-volume")],
+                parameters: Default::default(),
+            })
+            .await
+            .expect_err("cinder offers no groups");
+        assert_eq!(err.kind, ErrorKind::FailedPrecondition);
+        assert!(
+            err.message.contains("instance c (cinder)"),
+            "{}",
+            err.message
+        );
+        let id = GroupSnapshotId::new("c:some-group");
+        assert_eq!(registry.get_group_snapshot(&id).await, Ok(None));
+        assert_eq!(registry.delete_group_snapshot(&id).await, Ok(()));
+        assert_eq!(registry.find_group_snapshot_by_name("g").await, Ok(None));
     }
 
     #[test]

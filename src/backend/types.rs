@@ -38,6 +38,10 @@ id_type!(
     /// A backend snapshot id (the CSI `snapshot_id`).
     SnapshotId
 );
+id_type!(
+    /// A backend group snapshot id (the CSI `group_snapshot_id`).
+    GroupSnapshotId
+);
 
 /// What a backend can do. The CSI capabilities advertised are derived from this, so a
 /// capability is advertised exactly when the backend implements it.
@@ -59,6 +63,9 @@ pub struct Capabilities {
     pub size_granularity_bytes: u64,
     /// Whether volumes live on one node (topology = that node) rather than in a cloud zone.
     pub node_local: bool,
+    /// Several volumes can be snapshotted together, write-order consistent (CSI
+    /// GroupController); the group calls of [`crate::backend::Backend`] work.
+    pub group_snapshot: bool,
 }
 
 /// Where a new volume's content comes from.
@@ -124,6 +131,49 @@ pub struct Snapshot {
     pub created_at: SystemTime,
     /// Whether it can be used as a volume source yet.
     pub ready: bool,
+    /// The group snapshot this snapshot was cut as a member of; such a snapshot is deleted
+    /// only with its group.
+    pub group_snapshot_id: Option<GroupSnapshotId>,
+}
+
+/// A request to snapshot several volumes together.
+#[derive(Debug, Clone)]
+pub struct CreateGroupSnapshot {
+    /// The CSI name (idempotency key).
+    pub name: String,
+    /// The volumes to snapshot, each once, in the caller's order.
+    pub source_volume_ids: Vec<VolumeId>,
+    /// VolumeGroupSnapshotClass parameters, minus the ones the driver consumed itself.
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// A group snapshot: member snapshots cut at one point in time relative to the writes to
+/// their volumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    /// Backend id.
+    pub id: GroupSnapshotId,
+    /// CSI name it was created with.
+    pub name: String,
+    /// One snapshot per source volume, in the order the volumes were given at creation.
+    pub snapshots: Vec<Snapshot>,
+    /// When the group was cut.
+    pub created_at: SystemTime,
+}
+
+impl GroupSnapshot {
+    /// Whether every member can be used as a volume source (CSI: false if any one is not).
+    pub fn ready(&self) -> bool {
+        self.snapshots.iter().all(|s| s.ready)
+    }
+
+    /// The source volumes, in member order.
+    pub fn source_volume_ids(&self) -> Vec<VolumeId> {
+        self.snapshots
+            .iter()
+            .map(|s| s.source_volume_id.clone())
+            .collect()
+    }
 }
 
 /// Which snapshots a list call wants.

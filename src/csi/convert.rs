@@ -1,6 +1,6 @@
 //! Domain records <-> CSI messages.
 
-use crate::backend::{Snapshot, Volume, VolumeSource};
+use crate::backend::{GroupSnapshot, Snapshot, Volume, VolumeSource};
 use crate::error::{Error, Result};
 use crate::proto;
 use crate::proto::volume_content_source;
@@ -75,19 +75,34 @@ pub fn volume(volume: &Volume, topology: Option<&proto::Topology>) -> proto::Vol
 
 /// A CSI snapshot from a domain snapshot.
 pub fn snapshot(snapshot: &Snapshot) -> proto::Snapshot {
-    let since_epoch = snapshot
-        .created_at
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
     proto::Snapshot {
         size_bytes: bytes(snapshot.size_bytes),
         snapshot_id: snapshot.id.to_string(),
         source_volume_id: snapshot.source_volume_id.to_string(),
-        creation_time: Some(prost_types::Timestamp {
-            seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
-            nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
-        }),
+        creation_time: Some(timestamp(snapshot.created_at)),
         ready_to_use: snapshot.ready,
-        group_snapshot_id: String::new(),
+        group_snapshot_id: snapshot
+            .group_snapshot_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    }
+}
+
+/// A CSI group snapshot from a domain group snapshot.
+pub fn group_snapshot(group: &GroupSnapshot) -> proto::VolumeGroupSnapshot {
+    proto::VolumeGroupSnapshot {
+        group_snapshot_id: group.id.to_string(),
+        snapshots: group.snapshots.iter().map(snapshot).collect(),
+        creation_time: Some(timestamp(group.created_at)),
+        ready_to_use: group.ready(),
+    }
+}
+
+fn timestamp(time: std::time::SystemTime) -> prost_types::Timestamp {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
     }
 }

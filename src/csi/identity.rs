@@ -88,6 +88,10 @@ impl Identity for IdentityService {
         if self.backend.is_some() {
             capabilities.push(service(Type::ControllerService));
         }
+        if backend.is_some_and(|c| c.group_snapshot) {
+            // server.rs registers the GroupController service under the same condition.
+            capabilities.push(service(Type::GroupControllerService));
+        }
         let node_local = self.node_layout.is_some() || backend.is_some_and(|c| c.node_local);
         if node_local {
             capabilities.push(service(Type::VolumeAccessibilityConstraints));

@@ -1,7 +1,8 @@
-//! The gRPC surface: the CSI Identity, Controller and Node services.
+//! The gRPC surface: the CSI Identity, Controller, GroupController and Node services.
 
 pub mod controller;
 pub mod convert;
+pub mod group;
 pub mod identity;
 pub mod node;
 pub mod validate;

@@ -43,6 +43,28 @@ pub fn id<'a>(field: &'static str, value: &'a str) -> Result<&'a str> {
     Ok(value)
 }
 
+/// A non-empty list of distinct ids (`source_volume_ids` of a group snapshot).
+pub fn distinct_ids<'a>(field: &'static str, values: &'a [String]) -> Result<Vec<&'a str>> {
+    if values.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(values.len());
+    for value in values {
+        let value = id(field, value)?;
+        if !seen.insert(value) {
+            return Err(Error::invalid(field, format!("{value} is listed twice")));
+        }
+        out.push(value);
+    }
+    Ok(out)
+}
+
+/// A possibly empty list of ids, each valid (`snapshot_ids` of Get/DeleteVolumeGroupSnapshot).
+pub fn ids<'a>(field: &'static str, values: &'a [String]) -> Result<Vec<&'a str>> {
+    values.iter().map(|v| id(field, v)).collect()
+}
+
 /// A non-empty absolute-or-relative path within [`MAX_PATH_LEN`] with no NUL.
 pub fn path<'a>(field: &'static str, value: &'a str) -> Result<&'a str> {
     if value.is_empty() {
@@ -198,6 +220,23 @@ mod tests {
         };
         assert!(capability("volume_capability", &no_type).is_err());
         assert!(capabilities("volume_capabilities", &[]).is_err());
+    }
+
+    #[test]
+    fn group_id_lists() {
+        let two = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(
+            distinct_ids("source_volume_ids", &two).expect("ok"),
+            ["a", "b"]
+        );
+        let twice = vec!["a".to_owned(), "a".to_owned()];
+        let err = distinct_ids("source_volume_ids", &twice).expect_err("duplicate");
+        assert_eq!(err.to_string(), "source_volume_ids: a is listed twice");
+        let err = distinct_ids("source_volume_ids", &[]).expect_err("empty");
+        assert_eq!(err.to_string(), "source_volume_ids: must not be empty");
+        let blank = vec![String::new()];
+        assert!(ids("snapshot_ids", &blank).is_err());
+        assert!(ids("snapshot_ids", &[]).expect("empty is fine").is_empty());
     }
 
     #[test]

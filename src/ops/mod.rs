@@ -10,8 +10,9 @@ pub mod intents;
 pub mod token;
 
 use crate::backend::{
-    Backend, BackendError, BackendResult, CreateSnapshot, CreateVolume, ErrorKind, Page,
-    PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
+    Backend, BackendError, BackendResult, CreateGroupSnapshot, CreateSnapshot, CreateVolume,
+    ErrorKind, GroupSnapshot, GroupSnapshotId, Page, PageRequest, Snapshot, SnapshotFilter,
+    SnapshotId, Volume, VolumeId, VolumeSource,
 };
 use crate::error::{Error, Result};
 use inflight::{Held, InFlight};
@@ -215,6 +216,84 @@ impl Ops {
         Ok(wrap_page(result.map_err(cursor_error)?))
     }
 
+    /// CreateVolumeGroupSnapshot: the existing group of that name if it has the same source
+    /// volumes (in any order), ALREADY_EXISTS if it has others, otherwise a new group.
+    pub async fn create_group_snapshot(
+        &self,
+        request: CreateGroupSnapshot,
+    ) -> Result<GroupSnapshot> {
+        let _held = self.hold(format!("group snapshot name {}", request.name))?;
+        let wanted = sorted(request.source_volume_ids.iter());
+        if let Some(existing) = self
+            .backend
+            .find_group_snapshot_by_name(&request.name)
+            .await?
+        {
+            let has = existing.source_volume_ids();
+            if sorted(has.iter()) == wanted {
+                return Ok(existing);
+            }
+            return Err(Error::AlreadyExists(format!(
+                "name: group snapshot {:?} already exists as {} of volumes [{}], not of [{}]",
+                request.name,
+                existing.id,
+                wanted_list(has.iter()),
+                wanted_list(request.source_volume_ids.iter()),
+            )));
+        }
+        for volume in &request.source_volume_ids {
+            if self.backend.get_volume(volume).await?.is_none() {
+                return Err(Error::NotFound {
+                    what: "source volume",
+                    id: volume.to_string(),
+                });
+            }
+        }
+        let group = self.backend.create_group_snapshot(&request).await?;
+        for _ in &group.snapshots {
+            crate::metrics::metrics().snapshot_created(self.backend.kind());
+        }
+        Ok(group)
+    }
+
+    /// GetVolumeGroupSnapshot: NOT_FOUND when missing; `snapshot_ids`, when given, must be
+    /// exactly the group's members (CSI: a mismatch is INVALID_ARGUMENT).
+    pub async fn get_group_snapshot(
+        &self,
+        id: &GroupSnapshotId,
+        snapshot_ids: &[SnapshotId],
+    ) -> Result<GroupSnapshot> {
+        let group = self
+            .backend
+            .get_group_snapshot(id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "group snapshot",
+                id: id.to_string(),
+            })?;
+        check_members(&group, snapshot_ids)?;
+        Ok(group)
+    }
+
+    /// DeleteVolumeGroupSnapshot: deletes the group and its members; success also when the
+    /// group is already gone. `snapshot_ids`, when given, must match the members.
+    pub async fn delete_group_snapshot(
+        &self,
+        id: &GroupSnapshotId,
+        snapshot_ids: &[SnapshotId],
+    ) -> Result<()> {
+        let _held = self.hold(format!("group snapshot {id}"))?;
+        let Some(group) = self.backend.get_group_snapshot(id).await? else {
+            return Ok(());
+        };
+        check_members(&group, snapshot_ids)?;
+        self.backend.delete_group_snapshot(id).await?;
+        for _ in &group.snapshots {
+            crate::metrics::metrics().snapshot_deleted(self.backend.kind());
+        }
+        Ok(())
+    }
+
     /// CreateVolume with idempotency by name. `size` is the caller's range; `granularity` is
     /// applied by rounding up.
     pub async fn create_volume(
@@ -362,6 +441,42 @@ impl Ops {
         let result = self.backend.list_volumes(&page).await;
         Ok(wrap_page(result.map_err(cursor_error)?))
     }
+}
+
+fn sorted<'a, T: Ord + 'a>(items: impl Iterator<Item = &'a T>) -> Vec<&'a T> {
+    let mut items: Vec<&T> = items.collect();
+    items.sort();
+    items
+}
+
+fn wanted_list<'a, T: std::fmt::Display + 'a>(items: impl Iterator<Item = &'a T>) -> String {
+    items
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// CSI Get/DeleteVolumeGroupSnapshot: `snapshot_ids` the caller sends must be the group's
+/// members; an empty list is not checked (csi-sanity's calls with a made-up id send none).
+fn check_members(group: &GroupSnapshot, snapshot_ids: &[SnapshotId]) -> Result<()> {
+    if snapshot_ids.is_empty() {
+        return Ok(());
+    }
+    let members: Vec<&SnapshotId> = sorted(group.snapshots.iter().map(|s| &s.id));
+    let mut given = sorted(snapshot_ids.iter());
+    given.dedup();
+    if members == given {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "snapshot_ids",
+        format!(
+            "[{}] are not the members of group snapshot {}: [{}]",
+            wanted_list(snapshot_ids.iter()),
+            group.id,
+            wanted_list(members.into_iter()),
+        ),
+    ))
 }
 
 fn page_request(max_entries: i32, starting_token: &str) -> Result<PageRequest> {

@@ -4,8 +4,9 @@
 #   snapshot-controller, csi-provisioner and csi-snapshotter sidecars, and snapcsi (local
 #   backend) on a unix socket shared with the sidecars.
 # Then: every manifest in deploy/ is applied with --dry-run=server (schemas checked by the real
-# API server), and the scenario in tests/kube_e2e.rs runs against the cluster, then a
-# SnapshotSchedule with the `snapcsi scheduler` binary (tests/kube_scheduler_e2e.rs).
+# API server), and the scenarios in tests/kube_e2e.rs and tests/kube_group_e2e.rs (group
+# snapshots: CSIVolumeGroupSnapshot feature gate on both snapshot controllers) run against it,
+# then a SnapshotSchedule with the `snapcsi scheduler` binary (tests/kube_scheduler_e2e.rs).
 #
 # Usage: tests/k8s/e2e.sh   (root; builds the tools on first use, cached by version)
 set -euo pipefail
@@ -109,7 +110,8 @@ done
 # snapcsi's own SnapshotSchedule CRD, so deploy/kind/example-schedule.yaml can be dry-run.
 "$KUBECTL" apply -f deploy/base/snapshotschedule-crd.yaml >>"$work/crds.log"
 "$KUBECTL" wait --for condition=established --timeout=60s crd --all >/dev/null
-start snapshot-controller "$SNAPSHOT_CONTROLLER" --kubeconfig "$KUBECONFIG" --leader-election=false
+start snapshot-controller "$SNAPSHOT_CONTROLLER" --kubeconfig "$KUBECONFIG" --leader-election=false \
+    --feature-gates=CSIVolumeGroupSnapshot=true
 
 cargo build --quiet
 socket=$work/csi.sock
@@ -119,7 +121,8 @@ wait_for 30 "snapcsi socket" test -S "$socket"
 start csi-provisioner "$CSI_PROVISIONER" --kubeconfig "$KUBECONFIG" --csi-address "$socket" \
     --feature-gates Topology=true --extra-create-metadata --leader-election=false --timeout 60s
 start csi-snapshotter "$CSI_SNAPSHOTTER" --kubeconfig "$KUBECONFIG" --csi-address "$socket" \
-    --extra-create-metadata --leader-election=false --timeout 60s
+    --extra-create-metadata --leader-election=false --timeout 60s \
+    --feature-gates=CSIVolumeGroupSnapshot=true
 phase "sidecars up"
 
 # Every manifest of every overlay, checked by the real API server. The namespace must exist
@@ -142,7 +145,13 @@ phase "deploy dry-run"
 failed=1
 SNAPCSI_E2E=1 SNAPCSI_E2E_SOCKET=$socket cargo test --quiet --test kube_e2e -- --nocapture
 phase "scenario"
-# `snapcsi scheduler` (real clock) -> VolumeSnapshot -> the sidecars above -> ready.
+# After kube_e2e (which ends by checking the backend is empty): a VolumeGroupSnapshot of two
+# labelled PVCs, both members restored.
+SNAPCSI_E2E=1 SNAPCSI_E2E_SOCKET=$socket SNAPCSI_E2E_DATA=$work/data \
+    cargo test --quiet --test kube_group_e2e -- --nocapture
+phase "group scenario"
+# `snapcsi scheduler` (real clock) -> VolumeSnapshot -> the sidecars above -> ready. Last: it
+# reuses kube_e2e's classes and leaves its snapshots behind.
 SNAPCSI_E2E=1 cargo test --quiet --test kube_scheduler_e2e -- --nocapture
 failed=0
 phase "scheduled snapshot"

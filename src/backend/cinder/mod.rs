@@ -142,6 +142,7 @@ impl CinderBackend {
                 .and_then(client::parse_time)
                 .unwrap_or(SystemTime::UNIX_EPOCH),
             ready: status == "available",
+            group_snapshot_id: None,
         })
     }
 
@@ -526,6 +527,7 @@ impl Backend for CinderBackend {
             get_capacity: false,
             size_granularity_bytes: GIB,
             node_local: false,
+            group_snapshot: false,
         }
     }
 

@@ -173,6 +173,7 @@ impl DeltacloudBackend {
                 .and_then(client::parse_created)
                 .unwrap_or(std::time::UNIX_EPOCH),
             ready: readiness(s.state.as_deref()) == Readiness::Ready,
+            group_snapshot_id: None,
         }
     }
 
@@ -279,6 +280,7 @@ impl Backend for DeltacloudBackend {
             get_capacity: false,
             size_granularity_bytes: GIB,
             node_local: false,
+            group_snapshot: false,
         }
     }
 
@@ -474,6 +476,7 @@ impl Backend for DeltacloudBackend {
                     .and_then(client::parse_created)
                     .unwrap_or(std::time::UNIX_EPOCH),
                 ready: false,
+                group_snapshot_id: None,
             }),
         }
     }

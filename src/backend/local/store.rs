@@ -18,6 +18,8 @@ const SNAPSHOT_NAMES: TableDefinition<&str, &str> = TableDefinition::new("snapsh
 /// `"<volume id>/<snapshot id>"`, so the snapshots of one volume are one key range.
 const SNAPSHOTS_BY_VOLUME: TableDefinition<&str, ()> = TableDefinition::new("snapshots_by_volume");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("group_snapshots");
+const GROUP_NAMES: TableDefinition<&str, &str> = TableDefinition::new("group_snapshot_names");
 const USED_BYTES: &str = "provisioned_bytes";
 
 /// Where a volume's content came from.
@@ -58,6 +60,25 @@ pub struct SnapshotRecord {
     pub created_secs: i64,
     /// Creation time, nanoseconds part.
     pub created_nanos: i32,
+    /// The group snapshot this one is a member of (absent in records written before groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_snapshot_id: Option<String>,
+}
+
+/// A stored group snapshot. Its members are ordinary [`SnapshotRecord`]s carrying its id,
+/// committed in the same transaction as the group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Group snapshot id (`group-<uuid v7>`).
+    pub id: String,
+    /// CSI name.
+    pub name: String,
+    /// Member snapshot ids, in the order of the source volumes in the create request.
+    pub snapshot_ids: Vec<String>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_secs: i64,
+    /// Creation time, nanoseconds part.
+    pub created_nanos: i32,
 }
 
 /// The metadata store.
@@ -94,6 +115,8 @@ impl Store {
             txn.open_table(SNAPSHOT_NAMES).map_err(db_error)?;
             txn.open_table(SNAPSHOTS_BY_VOLUME).map_err(db_error)?;
             txn.open_table(COUNTERS).map_err(db_error)?;
+            txn.open_table(GROUPS).map_err(db_error)?;
+            txn.open_table(GROUP_NAMES).map_err(db_error)?;
         }
         txn.commit().map_err(db_error)?;
         Ok(Self { db })
@@ -295,46 +318,102 @@ impl Store {
     /// Commits a new snapshot if its name is free.
     pub fn insert_snapshot(&self, record: &SnapshotRecord) -> BackendResult<()> {
         let txn = self.db.begin_write().map_err(db_error)?;
+        put_snapshot(&txn, record)?;
+        txn.commit().map_err(db_error)
+    }
+
+    /// Commits a group snapshot and all its members in one transaction, if the group's and
+    /// every member's name are free: a crash leaves all of them or none.
+    pub fn insert_group(
+        &self,
+        group: &GroupRecord,
+        members: &[SnapshotRecord],
+    ) -> BackendResult<()> {
+        let txn = self.db.begin_write().map_err(db_error)?;
         {
-            let mut names = txn.open_table(SNAPSHOT_NAMES).map_err(db_error)?;
-            if names.get(record.name.as_str()).map_err(db_error)?.is_some() {
+            let mut names = txn.open_table(GROUP_NAMES).map_err(db_error)?;
+            if names.get(group.name.as_str()).map_err(db_error)?.is_some() {
                 return Err(BackendError::new(
                     ErrorKind::AlreadyExists,
-                    format!("snapshot name {:?} is taken", record.name),
+                    format!("group snapshot name {:?} is taken", group.name),
                 ));
             }
             names
-                .insert(record.name.as_str(), record.id.as_str())
+                .insert(group.name.as_str(), group.id.as_str())
                 .map_err(db_error)?;
-            let mut by_volume = txn.open_table(SNAPSHOTS_BY_VOLUME).map_err(db_error)?;
-            let key = format!("{}/{}", record.source_volume_id, record.id);
-            by_volume.insert(key.as_str(), ()).map_err(db_error)?;
-            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-            snapshots
-                .insert(record.id.as_str(), encode(record)?.as_slice())
+            let mut groups = txn.open_table(GROUPS).map_err(db_error)?;
+            groups
+                .insert(group.id.as_str(), encode(group)?.as_slice())
                 .map_err(db_error)?;
+        }
+        for member in members {
+            put_snapshot(&txn, member)?;
         }
         txn.commit().map_err(db_error)
     }
 
-    /// Removes a snapshot record; answers the removed record, if there was one.
-    pub fn remove_snapshot(&self, id: &str) -> BackendResult<Option<SnapshotRecord>> {
+    /// The group snapshot with this id and its members.
+    pub fn group(&self, id: &str) -> BackendResult<Option<(GroupRecord, Vec<SnapshotRecord>)>> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        read_group(&txn, id)
+    }
+
+    /// The group snapshot with this CSI name and its members.
+    pub fn group_by_name(
+        &self,
+        name: &str,
+    ) -> BackendResult<Option<(GroupRecord, Vec<SnapshotRecord>)>> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let names = txn.open_table(GROUP_NAMES).map_err(db_error)?;
+        let Some(id) = names.get(name).map_err(db_error)? else {
+            return Ok(None);
+        };
+        read_group(&txn, id.value())
+    }
+
+    /// Removes a group snapshot and its member records in one transaction; answers the
+    /// removed member records (whose images the caller then deletes).
+    pub fn remove_group(&self, id: &str) -> BackendResult<Option<Vec<SnapshotRecord>>> {
         let txn = self.db.begin_write().map_err(db_error)?;
         let removed = {
-            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-            let removed: Option<SnapshotRecord> = match snapshots.remove(id).map_err(db_error)? {
+            let mut groups = txn.open_table(GROUPS).map_err(db_error)?;
+            let group: Option<GroupRecord> = match groups.remove(id).map_err(db_error)? {
                 Some(v) => Some(decode(v.value())?),
                 None => None,
             };
-            if let Some(record) = &removed {
-                let mut names = txn.open_table(SNAPSHOT_NAMES).map_err(db_error)?;
-                names.remove(record.name.as_str()).map_err(db_error)?;
-                let mut by_volume = txn.open_table(SNAPSHOTS_BY_VOLUME).map_err(db_error)?;
-                let key = format!("{}/{}", record.source_volume_id, record.id);
-                by_volume.remove(key.as_str()).map_err(db_error)?;
+            match group {
+                None => None,
+                Some(group) => {
+                    let mut names = txn.open_table(GROUP_NAMES).map_err(db_error)?;
+                    names.remove(group.name.as_str()).map_err(db_error)?;
+                    let mut members = Vec::with_capacity(group.snapshot_ids.len());
+                    for member in &group.snapshot_ids {
+                        if let Some(record) = take_snapshot(&txn, member)? {
+                            members.push(record);
+                        }
+                    }
+                    Some(members)
+                }
             }
-            removed
         };
+        txn.commit().map_err(db_error)?;
+        Ok(removed)
+    }
+
+    /// Removes a snapshot record; answers the removed record, if there was one. A group
+    /// member is refused (it goes with its group only) and stays untouched.
+    pub fn remove_snapshot(&self, id: &str) -> BackendResult<Option<SnapshotRecord>> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        let removed = take_snapshot(&txn, id)?;
+        if let Some(record) = &removed
+            && let Some(group) = &record.group_snapshot_id
+        {
+            // Dropping the transaction uncommitted aborts the removal.
+            return Err(BackendError::group_member(
+                &crate::backend::SnapshotId::new(id),
+                &crate::backend::GroupSnapshotId::new(group.as_str()),
+            ));
+        }
         txn.commit().map_err(db_error)?;
         Ok(removed)
     }
@@ -378,6 +457,71 @@ impl Store {
         }
         Ok((items, false))
     }
+}
+
+/// Writes a new snapshot record with its indexes, if its name is free.
+fn put_snapshot(txn: &redb::WriteTransaction, record: &SnapshotRecord) -> BackendResult<()> {
+    let mut names = txn.open_table(SNAPSHOT_NAMES).map_err(db_error)?;
+    if names.get(record.name.as_str()).map_err(db_error)?.is_some() {
+        return Err(BackendError::new(
+            ErrorKind::AlreadyExists,
+            format!("snapshot name {:?} is taken", record.name),
+        ));
+    }
+    names
+        .insert(record.name.as_str(), record.id.as_str())
+        .map_err(db_error)?;
+    let mut by_volume = txn.open_table(SNAPSHOTS_BY_VOLUME).map_err(db_error)?;
+    let key = format!("{}/{}", record.source_volume_id, record.id);
+    by_volume.insert(key.as_str(), ()).map_err(db_error)?;
+    let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+    snapshots
+        .insert(record.id.as_str(), encode(record)?.as_slice())
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Removes a snapshot record with its indexes; answers it, if there was one.
+fn take_snapshot(txn: &redb::WriteTransaction, id: &str) -> BackendResult<Option<SnapshotRecord>> {
+    let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+    let removed: Option<SnapshotRecord> = match snapshots.remove(id).map_err(db_error)? {
+        Some(v) => Some(decode(v.value())?),
+        None => None,
+    };
+    if let Some(record) = &removed {
+        let mut names = txn.open_table(SNAPSHOT_NAMES).map_err(db_error)?;
+        names.remove(record.name.as_str()).map_err(db_error)?;
+        let mut by_volume = txn.open_table(SNAPSHOTS_BY_VOLUME).map_err(db_error)?;
+        let key = format!("{}/{}", record.source_volume_id, record.id);
+        by_volume.remove(key.as_str()).map_err(db_error)?;
+    }
+    Ok(removed)
+}
+
+/// A group and its member records, read in one transaction.
+fn read_group(
+    txn: &redb::ReadTransaction,
+    id: &str,
+) -> BackendResult<Option<(GroupRecord, Vec<SnapshotRecord>)>> {
+    let groups = txn.open_table(GROUPS).map_err(db_error)?;
+    let Some(value) = groups.get(id).map_err(db_error)? else {
+        return Ok(None);
+    };
+    let group: GroupRecord = decode(value.value())?;
+    let snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+    let mut members = Vec::with_capacity(group.snapshot_ids.len());
+    for member in &group.snapshot_ids {
+        let value = snapshots
+            .get(member.as_str())
+            .map_err(db_error)?
+            .ok_or_else(|| {
+                db_error(format!(
+                    "group {id} names member {member}, which has no record"
+                ))
+            })?;
+        members.push(decode(value.value())?);
+    }
+    Ok(Some((group, members)))
 }
 
 /// Up to `limit` records of `table` after key `after` (exclusive), in key order, and whether

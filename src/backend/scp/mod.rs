@@ -361,6 +361,7 @@ impl ScpBackend {
             size_bytes: gib_to_bytes(detail.size)?,
             created_at,
             ready,
+            group_snapshot_id: None,
         })
     }
 
@@ -453,6 +454,7 @@ impl Backend for ScpBackend {
             get_capacity: false,
             size_granularity_bytes: GIB,
             node_local: false,
+            group_snapshot: false,
         }
     }
 

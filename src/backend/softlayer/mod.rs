@@ -126,6 +126,7 @@ impl SoftLayerBackend {
                 .unwrap_or(std::time::UNIX_EPOCH),
             // A snapshot whose copy transaction still runs is not usable yet.
             ready: storage.active_transaction_count.unwrap_or(0) == 0,
+            group_snapshot_id: None,
         })
     }
 
@@ -246,6 +247,7 @@ impl Backend for SoftLayerBackend {
             get_capacity: false,
             size_granularity_bytes: GIB,
             node_local: false,
+            group_snapshot: false,
         }
     }
 
