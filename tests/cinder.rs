@@ -629,7 +629,8 @@ async fn simulated_v2_and_v1_dialects() {
             })
             .await
             .expect_err("503 on create");
-        assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
+        // 503: refused before acting, so not an unknown outcome (UNAVAILABLE to the sidecar).
+        assert_eq!(err.kind, ErrorKind::Throttled, "{err}");
 
         // A create stuck in `creating`: CreateVolume answers "still in progress" after its
         // bounded wait (the provisioner calls again), not an endless block.
