@@ -268,7 +268,17 @@ pub async fn json_body<T: serde::de::DeserializeOwned>(
             ),
         )
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    parse_json(backend, operation, &bytes)
+}
+
+/// Parses a JSON answer body, sorting an unreadable one into `Internal` with the operation
+/// named (the body-to-type step of [`json_body`]).
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    backend: &str,
+    operation: &str,
+    bytes: &[u8],
+) -> Result<T, BackendError> {
+    serde_json::from_slice(bytes).map_err(|e| {
         BackendError::internal(format!(
             "{backend} {operation}: the answer is not the documented JSON: {e}"
         ))

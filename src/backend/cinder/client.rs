@@ -210,16 +210,7 @@ impl CinderClient {
                 continue;
             }
             if (200..300).contains(&status) || pass.contains(&status) {
-                let body = if bytes.is_empty() {
-                    Value::Null
-                } else {
-                    serde_json::from_slice(&bytes).map_err(|e| {
-                        BackendError::internal(format!(
-                            "cinder {operation}: the answer is not JSON: {e}"
-                        ))
-                    })?
-                };
-                return Ok(Answer { status, body });
+                return read_answer(operation, status, &bytes);
             }
             let error = classify(operation, status, &bytes);
             crate::http::log_refusal("cinder", operation, status, request_id.as_deref(), &error);
@@ -479,6 +470,18 @@ struct KeystoneToken {
     expires_at: Option<SystemTime>,
     project_id: Option<String>,
     catalog: Value,
+}
+
+/// The [`Answer`] of a success (or passed-through) status: the body as JSON, `Null` when empty.
+pub fn read_answer(operation: &str, status: u16, bytes: &[u8]) -> BackendResult<Answer> {
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| {
+            BackendError::internal(format!("cinder {operation}: the answer is not JSON: {e}"))
+        })?
+    };
+    Ok(Answer { status, body })
 }
 
 /// Replaces the project placeholders of a configured endpoint.

@@ -94,9 +94,9 @@ pub struct XmlVolume {
 }
 
 #[derive(Debug, Deserialize)]
-struct XmlVolumes {
+pub(crate) struct XmlVolumes {
     #[serde(rename = "storage_volume", default)]
-    items: Vec<XmlVolume>,
+    pub(crate) items: Vec<XmlVolume>,
 }
 
 /// `<api driver='ec2' version='1.1.3'>`, the entry point.
@@ -136,14 +136,14 @@ pub struct JsonRef {
 }
 
 #[derive(Debug, Deserialize)]
-struct JsonSnapshotDoc {
-    storage_snapshot: JsonSnapshot,
+pub(crate) struct JsonSnapshotDoc {
+    pub(crate) storage_snapshot: JsonSnapshot,
 }
 
 #[derive(Debug, Deserialize)]
-struct JsonSnapshotsDoc {
+pub(crate) struct JsonSnapshotsDoc {
     #[serde(default)]
-    storage_snapshots: Vec<JsonSnapshot>,
+    pub(crate) storage_snapshots: Vec<JsonSnapshot>,
 }
 
 /// The raw API of one Deltacloud server.
@@ -266,7 +266,10 @@ impl DeltacloudClient {
         Err(error)
     }
 
-    fn xml<T: serde::de::DeserializeOwned>(operation: &str, body: &[u8]) -> BackendResult<T> {
+    pub(crate) fn xml<T: serde::de::DeserializeOwned>(
+        operation: &str,
+        body: &[u8],
+    ) -> BackendResult<T> {
         let text = std::str::from_utf8(body).map_err(|_| {
             BackendError::internal(format!("deltacloud {operation}: the answer is not UTF-8"))
         })?;
@@ -277,7 +280,10 @@ impl DeltacloudClient {
         })
     }
 
-    fn json<T: serde::de::DeserializeOwned>(operation: &str, body: &[u8]) -> BackendResult<T> {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(
+        operation: &str,
+        body: &[u8],
+    ) -> BackendResult<T> {
         serde_json::from_slice(body).map_err(|e| {
             BackendError::internal(format!(
                 "deltacloud {operation}: the answer is not the documented JSON: {e}"
@@ -443,7 +449,11 @@ impl DeltacloudClient {
 
 /// 201 Created carries the new object's URL in `Location`; it must name the object the body
 /// describes.
-fn check_location(operation: &str, location: Option<&str>, id: &str) -> BackendResult<()> {
+pub(crate) fn check_location(
+    operation: &str,
+    location: Option<&str>,
+    id: &str,
+) -> BackendResult<()> {
     match location {
         Some(l) if l.trim_end_matches('/').rsplit('/').next() == Some(id) => Ok(()),
         Some(l) => Err(BackendError::internal(format!(
@@ -456,7 +466,7 @@ fn check_location(operation: &str, location: Option<&str>, id: &str) -> BackendR
 }
 
 /// An id as one URL path segment (ids come from callers: no `/`, `?` or `..` may escape).
-fn segment(id: &str) -> String {
+pub(crate) fn segment(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
     for byte in id.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
