@@ -495,12 +495,17 @@ pub fn parse_created(text: &str) -> Option<std::time::SystemTime> {
     ];
     let month = MONTHS.iter().position(|m| m == month)? as u32 + 1;
     let day: u32 = day.parse().ok()?;
-    let year: i64 = year.parse().ok()?;
+    // Every number is bounded before any arithmetic: the text comes from the cloud.
+    let year: i64 = year.parse().ok().filter(|y| (0..=9999).contains(y))?;
     let mut c = clock.split(':');
     let hour: i64 = c.next()?.parse().ok()?;
     let minute: i64 = c.next()?.parse().ok()?;
     let second: i64 = c.next()?.parse().ok()?;
-    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=31).contains(&day)
+        || !(0..=23).contains(&hour)
+        || !(0..=59).contains(&minute)
+        || !(0..=60).contains(&second)
+    {
         return None;
     }
     let seconds = crate::calendar::to_days(crate::calendar::Date::new(year, month, day)) * 86_400
@@ -516,6 +521,16 @@ pub fn parse_created(text: &str) -> Option<std::time::SystemTime> {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn out_of_range_times_are_refused_not_overflowed() {
+        for text in [
+            "Thu Jul 28 21:54:19 UTC 9223372036854775807",
+            "Thu Jul 28 21:54:-9223372036854775808 UTC 2011",
+        ] {
+            assert_eq!(parse_created(text), None, "{text}");
+        }
+    }
 
     #[test]
     fn reads_the_seed_xml() {
