@@ -198,7 +198,7 @@ fn cinder_backends() -> &'static [crate::backend::cinder::CinderBackend; 2] {
             else {
                 unreachable!("type is cinder")
             };
-            crate::backend::cinder::CinderBackend::new(config, Some("fuzz".into()))
+            crate::backend::cinder::CinderBackend::new(*config, Some("fuzz".into()))
                 .expect("backend")
         };
         [build(""), build("dialect = \"v1\"")]

@@ -565,8 +565,8 @@ pub enum Section {
     Deltacloud(crate::backend::deltacloud::DeltacloudConfig),
     /// `type = "scp"`.
     Scp(crate::backend::scp::ScpConfig),
-    /// `type = "cinder"`.
-    Cinder(crate::backend::cinder::config::CinderConfig),
+    /// `type = "cinder"` (boxed: by far the largest section).
+    Cinder(Box<crate::backend::cinder::config::CinderConfig>),
 }
 
 /// Reads one named instance's table (`type` plus that type's keys) without side effects: no
@@ -598,7 +598,7 @@ pub fn parse_section(
             let s: crate::backend::cinder::config::CinderConfig = section(file, name, table)?;
             s.validate()
                 .map_err(|e| error(format!("backends.{name}.{}", e.key), e.message))?;
-            Section::Cinder(s)
+            Section::Cinder(Box::new(s))
         }
         other => {
             return Err(error(
@@ -653,7 +653,7 @@ pub fn build_instance(
             .map_err(|e| error(format!("backends.{name}.{}", e.key), e.message))?,
         ),
         Section::Cinder(s) => Arc::new(
-            crate::backend::cinder::CinderBackend::new(s, config.cluster_id.clone())
+            crate::backend::cinder::CinderBackend::new(*s, config.cluster_id.clone())
                 .map_err(|m| error(format!("backends.{name}"), m))?,
         ),
     };
