@@ -53,7 +53,19 @@ impl Date {
 }
 
 fn valid(date: Date) -> bool {
-    (1..=12).contains(&date.month) && date.day >= 1 && date.day <= days_in_month(date)
+    // Four-digit years (RFC 3339), which also keeps the day arithmetic far from overflow.
+    (0..=9999).contains(&date.year)
+        && (1..=12).contains(&date.month)
+        && date.day >= 1
+        && date.day <= days_in_month(date)
+}
+
+/// Exactly two ASCII digits, as RFC 3339 writes clock and zone fields (no sign, no space).
+fn two_digits(text: &str) -> Option<i64> {
+    if text.len() != 2 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 fn days_in_month(date: Date) -> u32 {
@@ -107,14 +119,15 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     let text = text.trim();
     let (date, rest) = text.split_once(['T', 't', ' '])?;
     let date = Date::parse(date)?;
-    if rest.len() < 8 {
+    // `rest` comes from the cloud: a multi-byte character may straddle byte 8.
+    if rest.len() < 8 || !rest.is_char_boundary(8) {
         return None;
     }
     let (clock, mut zone) = rest.split_at(8);
     let mut fields = clock.split(':');
-    let hour: i64 = fields.next()?.parse().ok()?;
-    let minute: i64 = fields.next()?.parse().ok()?;
-    let second: i64 = fields.next()?.parse().ok()?;
+    let hour = two_digits(fields.next()?)?;
+    let minute = two_digits(fields.next()?)?;
+    let second = two_digits(fields.next()?)?;
     if hour > 23 || minute > 59 || second > 60 {
         return None;
     }
@@ -140,8 +153,8 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
                 _ => return None,
             };
             let (h, m) = zone[1..].split_once(':')?;
-            let h: i64 = h.parse().ok()?;
-            let m: i64 = m.parse().ok()?;
+            let h = two_digits(h).filter(|h| *h <= 23)?;
+            let m = two_digits(m).filter(|m| *m <= 59)?;
             sign * (h * 3600 + m * 60)
         }
     };
@@ -157,6 +170,22 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_times_are_refused_without_panic() {
+        // Found by the scp fuzz target: a character straddling byte 8 of the clock panicked
+        // (in release builds too); huge years and zones overflowed in debug builds.
+        for text in [
+            "2026-01-01T00:00:0\u{e9}Z",
+            "9223372036854775807-01-01T00:00:00Z",
+            "2026-01-01T00:00:00+9999999999999999:00",
+            "2026-01-01T+1:00:00Z",
+            "2026-01-01T00:00:00+-1:00",
+        ] {
+            assert_eq!(parse_rfc3339(text), None, "{text}");
+        }
+        assert!(parse_rfc3339("2026-01-01T00:00:00.5+05:30").is_some());
+    }
 
     #[test]
     fn days_round_trip_and_known_dates() {

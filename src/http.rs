@@ -322,16 +322,22 @@ pub fn json_body<T: serde::de::DeserializeOwned>(
     operation: &'static str,
     reply: &Reply,
 ) -> Result<T, BackendError> {
-    serde_json::from_slice(&reply.body).map_err(|e| {
-        let error = BackendError::new(
+    parse_json(backend, operation, &reply.body).inspect_err(|error| {
+        log_refusal(backend, operation, reply.status, reply.request_id(), error);
+    })
+}
+
+/// The body-to-type step of [`json_body`], without the log line (the fuzz targets call it).
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    backend: &str,
+    operation: &str,
+    bytes: &[u8],
+) -> Result<T, BackendError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        BackendError::new(
             ErrorKind::Unavailable,
-            format!(
-                "{backend} {operation}: the answer (HTTP {}) is not the documented JSON: {e}",
-                reply.status
-            ),
-        );
-        log_refusal(backend, operation, reply.status, reply.request_id(), &error);
-        error
+            format!("{backend} {operation}: the answer is not the documented JSON: {e}"),
+        )
     })
 }
 

@@ -11,6 +11,8 @@ pub mod config;
 pub mod csi;
 pub mod ctl;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod kube;
 pub mod metrics;

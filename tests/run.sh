@@ -4,11 +4,14 @@
 #     tests/run.sh
 #
 # Phases, each timed:
-#   prereqs  tests/tools/install-prereqs.sh (Debian packages, csi-sanity, Kubernetes tools)
+#   prereqs  tests/tools/install-prereqs.sh (Debian packages, csi-sanity, Kubernetes tools,
+#            nightly, cargo-fuzz)
 #   fmt      cargo fmt --all -- --check
 #   lint     tests/tools/lint.sh (hadolint on the Dockerfile, shellcheck on every script)
 #   clippy   cargo clippy --all-targets -- -D warnings
 #   test     cargo test   (unit, integration and doc tests)
+#   fuzz     tests/tools/fuzz.sh (every cargo-fuzz target of tests/fuzz, FUZZ_SECONDS each,
+#            default 60; fails on any crash artifact)
 #   build    cargo build  (the debug binary csi-sanity drives)
 #   sanity   tests/csi-sanity.sh (csi-sanity, mount and block access types)
 #   sanity-* tests/sanity-<backend>.sh (csi-sanity Controller+Identity per cloud backend)
@@ -124,6 +127,8 @@ phase clippy cargo clippy --all-targets -- -D warnings || true
 # tests/scheduler.rs starts etcd + kube-apiserver itself: the tool paths (built by prereqs).
 eval "$("$root/tests/k8s/build-tools.sh")"
 phase test env SNAPCSI_REQUIRE_PEERS=1 cargo test || true
+# Bounded fuzzing of the parsers of untrusted input (tokens, ids, config, cloud answers).
+phase fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" "$root/tests/tools/fuzz.sh" || true
 if phase build cargo build; then
     phase sanity env SNAPCSI_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/snapcsi" \
         "$root/tests/csi-sanity.sh" || true

@@ -58,7 +58,7 @@ impl Registry {
 
     /// Splits a driver id into (instance index, backend id). `None`: no such instance, so the
     /// object cannot exist.
-    fn split<'a>(&self, id: &'a str) -> Option<(usize, &'a str)> {
+    pub(crate) fn split<'a>(&self, id: &'a str) -> Option<(usize, &'a str)> {
         if !self.qualified() {
             return Some((0, id));
         }
@@ -67,7 +67,7 @@ impl Registry {
         Some((index, rest))
     }
 
-    fn qualify(&self, index: usize, id: &str) -> String {
+    pub(crate) fn qualify(&self, index: usize, id: &str) -> String {
         if self.qualified() {
             format!("{}:{id}", self.instances[index].name)
         } else {
@@ -244,7 +244,7 @@ impl Lister<Snapshot> for Snapshots<'_> {
 }
 
 /// A cursor over the instances: `<instance index>/<instance cursor>` (empty = its first page).
-fn split_cursor(cursor: &str) -> Option<(usize, Option<String>)> {
+pub(crate) fn split_cursor(cursor: &str) -> Option<(usize, Option<String>)> {
     let (index, rest) = cursor.split_once('/')?;
     let index = index.parse().ok()?;
     Some((index, (!rest.is_empty()).then(|| rest.to_owned())))
@@ -604,16 +604,19 @@ impl<'de> serde::Deserialize<'de> for ByteSize {
 /// `type = "local"` keys.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LocalSection {
-    data_dir: std::path::PathBuf,
-    max_capacity: Option<ByteSize>,
+pub struct LocalSection {
+    /// Where images and metadata live.
+    pub data_dir: std::path::PathBuf,
+    /// Bytes the instance may provision in total.
+    pub max_capacity: Option<ByteSize>,
 }
 
 /// `type = "memory"` keys.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MemorySection {
-    capacity: Option<ByteSize>,
+pub struct MemorySection {
+    /// Bytes the instance may provision in total.
+    pub capacity: Option<ByteSize>,
 }
 
 /// Deserializes one instance's table into its type's section, naming the key on error.
@@ -657,6 +660,66 @@ pub fn build(
     Registry::new(instances, default).map_err(|m| error("backends".into(), m))
 }
 
+/// One instance's table, read into its type's section and checked, before anything is opened.
+#[derive(Debug)]
+pub enum Section {
+    /// `type = "local"`.
+    Local(LocalSection),
+    /// `type = "memory"`.
+    Memory(MemorySection),
+    /// `type = "softlayer"`.
+    SoftLayer(crate::backend::softlayer::SoftLayerConfig),
+    /// `type = "deltacloud"`.
+    Deltacloud(crate::backend::deltacloud::DeltacloudConfig),
+    /// `type = "scp"`.
+    Scp(crate::backend::scp::ScpConfig),
+    /// `type = "cinder"` (boxed: by far the largest section).
+    Cinder(Box<crate::backend::cinder::config::CinderConfig>),
+}
+
+/// Reads one named instance's table (`type` plus that type's keys) without side effects: no
+/// directory is created, no file read, nothing sent.
+pub fn parse_section(
+    file: &str,
+    name: &str,
+    table: &toml::Table,
+) -> Result<Section, crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let error = |key: String, message: String| ConfigError {
+        file: file.to_owned(),
+        key,
+        message,
+    };
+    let kind = table.get("type").and_then(|v| v.as_str()).ok_or_else(|| {
+        error(
+            format!("backends.{name}.type"),
+            "missing (e.g. type = \"local\")".into(),
+        )
+    })?;
+    Ok(match kind {
+        "local" => Section::Local(section(file, name, table)?),
+        "memory" => Section::Memory(section(file, name, table)?),
+        "softlayer" => Section::SoftLayer(section(file, name, table)?),
+        "deltacloud" => Section::Deltacloud(section(file, name, table)?),
+        "scp" => Section::Scp(section(file, name, table)?),
+        "cinder" => {
+            let s: crate::backend::cinder::config::CinderConfig = section(file, name, table)?;
+            s.validate()
+                .map_err(|e| error(format!("backends.{name}.{}", e.key), e.message))?;
+            Section::Cinder(Box::new(s))
+        }
+        other => {
+            return Err(error(
+                format!("backends.{name}.type"),
+                format!(
+                    "unknown backend type {other:?} (known: local, memory, scp, softlayer, \
+                     deltacloud, cinder)"
+                ),
+            ));
+        }
+    })
+}
+
 /// Builds one named instance from its table (`type` plus that type's keys).
 pub fn build_instance(
     file: &str,
@@ -670,72 +733,37 @@ pub fn build_instance(
         key,
         message,
     };
-    let kind = table.get("type").and_then(|v| v.as_str()).ok_or_else(|| {
-        error(
-            format!("backends.{name}.type"),
-            "missing (e.g. type = \"local\")".into(),
-        )
-    })?;
-    let backend: Arc<dyn Backend> = match kind {
-        "local" => {
-            let s: LocalSection = section(file, name, table)?;
-            Arc::new(
-                crate::backend::local::LocalBackend::open(crate::backend::local::LocalConfig {
-                    data_dir: s.data_dir,
-                    max_capacity: s.max_capacity.map(|b| b.0),
-                })
-                .map_err(|e| error(format!("backends.{name}.data_dir"), e.message))?,
+    let backend: Arc<dyn Backend> = match parse_section(file, name, table)? {
+        Section::Local(s) => Arc::new(
+            crate::backend::local::LocalBackend::open(crate::backend::local::LocalConfig {
+                data_dir: s.data_dir,
+                max_capacity: s.max_capacity.map(|b| b.0),
+            })
+            .map_err(|e| error(format!("backends.{name}.data_dir"), e.message))?,
+        ),
+        Section::Memory(s) => Arc::new(crate::backend::memory::MemoryBackend::new(
+            s.capacity.map(|b| b.0),
+        )),
+        Section::SoftLayer(s) => Arc::new(
+            crate::backend::softlayer::SoftLayerBackend::new(&s, config.cluster_id.clone())
+                .map_err(|m| error(format!("backends.{name}"), m))?,
+        ),
+        Section::Deltacloud(s) => Arc::new(
+            crate::backend::deltacloud::DeltacloudBackend::new(&s, config.cluster_id.clone())
+                .map_err(|m| error(format!("backends.{name}"), m))?,
+        ),
+        Section::Scp(s) => Arc::new(
+            crate::backend::scp::ScpBackend::new(
+                s,
+                config.cluster_id.clone(),
+                crate::backend::scp::time::Date::today(),
             )
-        }
-        "memory" => {
-            let s: MemorySection = section(file, name, table)?;
-            Arc::new(crate::backend::memory::MemoryBackend::new(
-                s.capacity.map(|b| b.0),
-            ))
-        }
-        "softlayer" => {
-            let s: crate::backend::softlayer::SoftLayerConfig = section(file, name, table)?;
-            Arc::new(
-                crate::backend::softlayer::SoftLayerBackend::new(&s, config.cluster_id.clone())
-                    .map_err(|m| error(format!("backends.{name}"), m))?,
-            )
-        }
-        "deltacloud" => {
-            let s: crate::backend::deltacloud::DeltacloudConfig = section(file, name, table)?;
-            Arc::new(
-                crate::backend::deltacloud::DeltacloudBackend::new(&s, config.cluster_id.clone())
-                    .map_err(|m| error(format!("backends.{name}"), m))?,
-            )
-        }
-        "scp" => {
-            let s: crate::backend::scp::ScpConfig = section(file, name, table)?;
-            Arc::new(
-                crate::backend::scp::ScpBackend::new(
-                    s,
-                    config.cluster_id.clone(),
-                    crate::backend::scp::time::Date::today(),
-                )
-                .map_err(|e| error(format!("backends.{name}.{}", e.key), e.message))?,
-            )
-        }
-        "cinder" => {
-            let s: crate::backend::cinder::config::CinderConfig = section(file, name, table)?;
-            s.validate()
-                .map_err(|e| error(format!("backends.{name}.{}", e.key), e.message))?;
-            Arc::new(
-                crate::backend::cinder::CinderBackend::new(s, config.cluster_id.clone())
-                    .map_err(|m| error(format!("backends.{name}"), m))?,
-            )
-        }
-        other => {
-            return Err(error(
-                format!("backends.{name}.type"),
-                format!(
-                    "unknown backend type {other:?} (known: local, memory, scp, softlayer, \
-                     deltacloud)"
-                ),
-            ));
-        }
+            .map_err(|e| error(format!("backends.{name}.{}", e.key), e.message))?,
+        ),
+        Section::Cinder(s) => Arc::new(
+            crate::backend::cinder::CinderBackend::new(*s, config.cluster_id.clone())
+                .map_err(|m| error(format!("backends.{name}"), m))?,
+        ),
     };
     Ok(backend)
 }

@@ -14,6 +14,10 @@
 #   CSI_SANITY           full path of the csi-sanity binary
 #   SNAPCSI_GOCACHE      GOCACHE used when building the tools
 #   SNAPCSI_GOMODCACHE   GOMODCACHE used when building the tools
+#   CARGO_FUZZ_VERSION   pinned cargo-fuzz release (the fuzz phase)
+#   CARGO_FUZZ           full path of the cargo-fuzz binary
+#   FUZZ_TARGET_DIR      target dir of the fuzz crate (tests/fuzz), kept across runs
+#                        (the caller may set it)
 # and puts the usual homes of cargo (~/.cargo/bin) and go (/usr/local/go/bin)
 # on PATH when they exist, because CI starts with a minimal environment.
 
@@ -26,6 +30,11 @@ CSI_SANITY_BIN_DIR=$SNAPCSI_CACHE/bin/csi-sanity-$CSI_SANITY_VERSION
 CSI_SANITY=$CSI_SANITY_BIN_DIR/csi-sanity
 SNAPCSI_GOCACHE=$SNAPCSI_CACHE/go/build
 SNAPCSI_GOMODCACHE=$SNAPCSI_CACHE/go/mod
+CARGO_FUZZ_VERSION=0.13.1
+CARGO_FUZZ=$SNAPCSI_CACHE/cargo-fuzz-$CARGO_FUZZ_VERSION/bin/cargo-fuzz
+# Outside the work tree: CI starts from a fresh clone, and the sanitizer build of snapcsi and
+# its dependencies (minutes on 2 cores) is then reused from the previous run.
+FUZZ_TARGET_DIR=${FUZZ_TARGET_DIR:-$SNAPCSI_CACHE/fuzz-target}
 
 for _snapcsi_dir in "$_snapcsi_home/.cargo/bin" /usr/local/go/bin "$_snapcsi_home/go/bin"; do
     if [[ -d $_snapcsi_dir && ":$PATH:" != *":$_snapcsi_dir:"* ]]; then

@@ -3,7 +3,8 @@
 # everything is already there:
 #   - Debian packages for the node path (loop devices, mkfs, resize, freeze);
 #   - csi-sanity, pinned, built with `go install` into a version-keyed cache;
-#   - the Kubernetes tools of tests/k8s/build-tools.sh (also version-keyed).
+#   - the Kubernetes tools of tests/k8s/build-tools.sh (also version-keyed);
+#   - a nightly Rust toolchain and cargo-fuzz, pinned, for the fuzz phase.
 #
 # Idempotent; a second run only checks and takes about a second. Exports
 # nothing: the last line printed is the csi-sanity path, and scripts that need
@@ -85,6 +86,28 @@ for sub in fmt clippy; do
         die "cargo $sub is not available (rustup component add ${sub/fmt/rustfmt})"
     fi
 done
+
+# ------------------------------------------------------- nightly, cargo-fuzz ---
+# cargo-fuzz builds with -Zsanitizer, which only a nightly toolchain accepts.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || die "no nightly toolchain and no rustup to install one"
+    log "installing the nightly Rust toolchain (minimal profile)"
+    rustup toolchain install nightly --profile minimal >/dev/null \
+        || die "rustup could not install the nightly toolchain (the fuzz phase needs it)"
+fi
+if [[ -x $CARGO_FUZZ ]] && "$CARGO_FUZZ" --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
+    log "cargo-fuzz $CARGO_FUZZ_VERSION: cached"
+else
+    log "building cargo-fuzz $CARGO_FUZZ_VERSION"
+    install_log=$(mktemp "${TMPDIR:-/tmp}/cargo-fuzz-install.XXXXXX")
+    if ! cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION" \
+        --root "$SNAPCSI_CACHE/cargo-fuzz-$CARGO_FUZZ_VERSION" >"$install_log" 2>&1; then
+        tail -n 30 "$install_log" >&2
+        die "cargo install cargo-fuzz $CARGO_FUZZ_VERSION failed"
+    fi
+    rm -f "$install_log"
+    "$CARGO_FUZZ" --version >/dev/null 2>&1 || die "built $CARGO_FUZZ but it does not run"
+fi
 
 # ------------------------------------------------------------ csi-sanity ---
 # A binary that exists but does not run (half-written, wrong arch) is rebuilt.

@@ -204,12 +204,15 @@ impl CinderClient {
                 continue;
             }
             if (200..300).contains(&status) || pass.contains(&status) {
-                let body = if bytes.is_empty() {
-                    Value::Null
-                } else {
-                    crate::http::json_body("cinder", operation, &response)?
-                };
-                return Ok(Answer { status, body });
+                return read_answer(operation, status, bytes).inspect_err(|error| {
+                    crate::http::log_refusal(
+                        "cinder",
+                        operation,
+                        status,
+                        response.request_id(),
+                        error,
+                    );
+                });
             }
             let error = classify(operation, status, bytes);
             crate::http::log_refusal("cinder", operation, status, response.request_id(), &error);
@@ -468,6 +471,17 @@ struct KeystoneToken {
     catalog: Value,
 }
 
+/// The [`Answer`] of a success (or passed-through) status: the body as JSON, `Null` when empty.
+/// A body that is not JSON is `Unavailable` (garbled on its way, see `http::json_body`).
+pub fn read_answer(operation: &str, status: u16, bytes: &[u8]) -> BackendResult<Answer> {
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        crate::http::parse_json("cinder", operation, bytes)?
+    };
+    Ok(Answer { status, body })
+}
+
 /// Replaces the project placeholders of a configured endpoint.
 fn substitute(endpoint: &str, project: Option<&str>) -> BackendResult<String> {
     let mut out = endpoint.trim_end_matches('/').to_owned();
@@ -491,7 +505,8 @@ pub fn parse_time(text: &str) -> Option<SystemTime> {
     let text = text.trim();
     let (date, time) = text.split_once(['T', ' '])?;
     let mut d = date.splitn(3, '-');
-    let year: i64 = d.next()?.parse().ok()?;
+    // Every field is bounded before any arithmetic: the text comes from the cloud.
+    let year: i64 = d.next()?.parse().ok().filter(|y| (0..=9999).contains(y))?;
     let month: u32 = d.next()?.parse().ok()?;
     let day: u32 = d.next()?.parse().ok()?;
     // Split off the zone: `Z`, `+hh:mm`, `-hh:mm`, or nothing.
@@ -504,24 +519,37 @@ pub fn parse_time(text: &str) -> Option<SystemTime> {
         let (h, m) = zone
             .split_once(':')
             .unwrap_or((zone.get(..2)?, zone.get(2..)?));
-        let h: i64 = h.parse().ok()?;
-        let m: i64 = if m.is_empty() { 0 } else { m.parse().ok()? };
+        let h = two_digits(h).filter(|h| *h <= 23)?;
+        let m = if m.is_empty() {
+            0
+        } else {
+            two_digits(m).filter(|m| *m <= 59)?
+        };
         (clock, sign * (h * 3600 + m * 60))
     } else {
         (time, 0)
     };
     let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
     let mut t = hms.splitn(3, ':');
-    let hour: i64 = t.next()?.parse().ok()?;
-    let minute: i64 = t.next()?.parse().ok()?;
-    let second: i64 = t.next().unwrap_or("0").parse().ok()?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+    let hour = two_digits(t.next()?)?;
+    let minute = two_digits(t.next()?)?;
+    let second = two_digits(t.next().unwrap_or("0"))?;
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let nanos: u32 = if fraction.is_empty() {
         0
     } else {
-        let digits: String = fraction.chars().take(9).collect();
+        if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // ASCII digits only, so bytes are characters; beyond nanoseconds is dropped.
+        let digits = &fraction[..fraction.len().min(9)];
         let scale = 10u32.pow(9 - digits.len() as u32);
         digits.parse::<u32>().ok()? * scale
     };
@@ -538,9 +566,32 @@ pub fn parse_time(text: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::new(seconds, nanos))
 }
 
+/// One or two ASCII digits (no sign, no space), as the clock and zone fields are written.
+fn two_digits(text: &str) -> Option<i64> {
+    if text.is_empty() || text.len() > 2 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_range_times_are_refused_not_overflowed() {
+        // Found by the cinder fuzz target: these overflowed (or underflowed) in debug builds.
+        for text in [
+            "2013-02-25T03:56:53+9999999999999999:00",
+            "9223372036854775807-02-25T03:56:53Z",
+            "2013-02-25T03:56:53.\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+            "2013-02-25T-1:56:53",
+            "2013-02-25T03:56:9999999999",
+        ] {
+            assert_eq!(parse_time(text), None, "{text}");
+        }
+        assert!(parse_time("2013-02-25T03:56:53.123456789123+01:00").is_some());
+    }
 
     #[test]
     fn times_parse() {

@@ -129,7 +129,7 @@ impl CinderBackend {
         }
     }
 
-    fn snapshot_of(&self, s: &Value) -> BackendResult<Snapshot> {
+    pub(crate) fn snapshot_of(&self, s: &Value) -> BackendResult<Snapshot> {
         let id = text(s, "id", "snapshot")?;
         let status = s["status"].as_str().unwrap_or("unknown");
         Ok(Snapshot {
@@ -146,7 +146,7 @@ impl CinderBackend {
         })
     }
 
-    fn volume_of(&self, v: &Value) -> BackendResult<Volume> {
+    pub(crate) fn volume_of(&self, v: &Value) -> BackendResult<Volume> {
         let id = text(v, "id", "volume")?;
         let source = if let Some(s) = v["snapshot_id"].as_str() {
             Some(VolumeSource::Snapshot(SnapshotId::new(s)))
@@ -235,30 +235,7 @@ impl CinderBackend {
             }
             other => other?,
         };
-        let mut raw = answer.body[kind.collection()]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let has_next_link = answer.body[format!("{}_links", kind.collection())]
-            .as_array()
-            .is_some_and(|links| links.iter().any(|l| l["rel"] == "next"));
-        let more = if raw.len() > page.max_entries {
-            raw.truncate(page.max_entries);
-            true
-        } else {
-            // The server capped the page below what we asked for (osapi_max_limit).
-            has_next_link && !raw.is_empty()
-        };
-        let next_cursor = if more {
-            raw.last().and_then(|o| o["id"].as_str()).map(str::to_owned)
-        } else {
-            None
-        };
-        let items = raw
-            .into_iter()
-            .filter(|o| !GOING.contains(&o["status"].as_str().unwrap_or_default()))
-            .collect();
-        Ok(Page { items, next_cursor })
+        Ok(page_of(kind, &answer.body, page.max_entries))
     }
 
     /// Polls `id` until `done` says so, with backoff, for at most `limit`. Answers the last
@@ -406,6 +383,35 @@ impl CinderBackend {
     }
 }
 
+/// One page of `kind` from a list answer that was asked for `max_entries + 1` items: the
+/// objects that are not going away, and the marker of the next page when there is one.
+pub(crate) fn page_of(kind: Kind, body: &Value, max_entries: usize) -> Page<Value> {
+    let mut raw = body[kind.collection()]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let has_next_link = body[format!("{}_links", kind.collection())]
+        .as_array()
+        .is_some_and(|links| links.iter().any(|l| l["rel"] == "next"));
+    let more = if raw.len() > max_entries {
+        raw.truncate(max_entries);
+        true
+    } else {
+        // The server capped the page below what we asked for (osapi_max_limit).
+        has_next_link && !raw.is_empty()
+    };
+    let next_cursor = if more {
+        raw.last().and_then(|o| o["id"].as_str()).map(str::to_owned)
+    } else {
+        None
+    };
+    let items = raw
+        .into_iter()
+        .filter(|o| !GOING.contains(&o["status"].as_str().unwrap_or_default()))
+        .collect();
+    Page { items, next_cursor }
+}
+
 fn is_settled(v: &Value) -> bool {
     !matches!(
         v["status"].as_str(),
@@ -414,7 +420,7 @@ fn is_settled(v: &Value) -> bool {
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Volume,
     Snapshot,
 }
@@ -466,7 +472,7 @@ fn text(o: &Value, key: &str, what: &str) -> BackendResult<String> {
 
 /// Cinder ids are UUIDs; anything else cannot name an object (and must not reach a URL
 /// unchecked).
-fn plausible_id(id: &str) -> bool {
+pub(crate) fn plausible_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id

@@ -145,7 +145,7 @@ impl DeltacloudBackend {
         marker.cluster == self.cluster_id
     }
 
-    fn capped<T>(&self, what: &str, items: Vec<T>) -> BackendResult<Vec<T>> {
+    pub(crate) fn capped<T>(&self, what: &str, items: Vec<T>) -> BackendResult<Vec<T>> {
         if items.len() > self.max_list_items {
             return Err(BackendError::new(
                 ErrorKind::Unsupported,
@@ -160,7 +160,7 @@ impl DeltacloudBackend {
         Ok(items)
     }
 
-    fn snapshot_of(&self, s: &JsonSnapshot) -> Snapshot {
+    pub(crate) fn snapshot_of(&self, s: &JsonSnapshot) -> Snapshot {
         let marker = Marker::parse(s.description.as_deref());
         Snapshot {
             id: SnapshotId::new(&s.id),
@@ -177,7 +177,7 @@ impl DeltacloudBackend {
         }
     }
 
-    fn volume_of(v: &XmlVolume) -> Volume {
+    pub(crate) fn volume_of(v: &XmlVolume) -> Volume {
         let marker = Marker::parse(v.description.as_deref());
         let size = capacity_gib(v).unwrap_or(0).saturating_mul(GIB);
         Volume {
@@ -228,7 +228,10 @@ fn capacity_gib(v: &XmlVolume) -> Option<u64> {
 }
 
 /// Cursor: `after:<id>` — the last id served, in id order.
-fn page_by_id<T: Clone>(mut items: Vec<(String, T)>, page: &PageRequest) -> BackendResult<Page<T>> {
+pub(crate) fn page_by_id<T: Clone>(
+    mut items: Vec<(String, T)>,
+    page: &PageRequest,
+) -> BackendResult<Page<T>> {
     let after = match &page.cursor {
         None => None,
         Some(c) => Some(c.strip_prefix("after:").ok_or_else(|| {

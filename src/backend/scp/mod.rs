@@ -322,7 +322,11 @@ impl ScpBackend {
 
     /// A snapshot from the service's detail. `strict`: an error status is an error (get and
     /// name lookups); otherwise it is listed as not ready.
-    fn snapshot_from(&self, detail: SnapshotDetail, strict: bool) -> BackendResult<Snapshot> {
+    pub(crate) fn snapshot_from(
+        &self,
+        detail: SnapshotDetail,
+        strict: bool,
+    ) -> BackendResult<Snapshot> {
         let ready = match detail.status.as_str() {
             "available" => true,
             "creating" | "deleting" | "restoring" | "backing-up" | "unmanaging" => false,
@@ -366,7 +370,7 @@ impl ScpBackend {
     }
 
     /// A volume from the service's detail; `strict` as in [`Self::snapshot_from`].
-    fn volume_from(&self, detail: VolumeDetail, strict: bool) -> BackendResult<Volume> {
+    pub(crate) fn volume_from(&self, detail: VolumeDetail, strict: bool) -> BackendResult<Volume> {
         let ready = match detail.state.as_str() {
             "available" | "in-use" => true,
             "creating" | "downloading" | "extending" | "attaching" | "detaching" | "reserved"
@@ -408,7 +412,7 @@ fn gib_to_bytes(gib: u64) -> BackendResult<u64> {
 }
 
 /// A cursor is an id this backend returned; the service's ids are UUIDs.
-fn check_cursor(cursor: Option<&str>) -> BackendResult<()> {
+pub(crate) fn check_cursor(cursor: Option<&str>) -> BackendResult<()> {
     match cursor {
         Some(c) if uuid::Uuid::parse_str(c).is_err() => Err(BackendError::new(
             ErrorKind::InvalidCursor,
@@ -420,7 +424,7 @@ fn check_cursor(cursor: Option<&str>) -> BackendResult<()> {
 
 /// Asks for one more than wanted to learn whether a next page exists (up to the service's
 /// page limit, where the last id of a full page is the cursor).
-fn page_limit(max_entries: usize) -> usize {
+pub(crate) fn page_limit(max_entries: usize) -> usize {
     if max_entries < SERVICE_MAX_LIMIT {
         max_entries + 1
     } else {
@@ -428,7 +432,11 @@ fn page_limit(max_entries: usize) -> usize {
     }
 }
 
-fn page_of<T>(mut items: Vec<T>, max_entries: usize, id: impl Fn(&T) -> String) -> Page<T> {
+pub(crate) fn page_of<T>(
+    mut items: Vec<T>,
+    max_entries: usize,
+    id: impl Fn(&T) -> String,
+) -> Page<T> {
     let asked = page_limit(max_entries);
     let more = items.len() > max_entries || (asked == max_entries && items.len() == asked);
     items.truncate(max_entries);

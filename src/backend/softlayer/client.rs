@@ -333,7 +333,8 @@ pub fn parse_iso8601(text: &str) -> Option<std::time::SystemTime> {
     let text = text.trim();
     let (date, rest) = text.split_once('T')?;
     let mut d = date.split('-');
-    let year: i64 = d.next()?.parse().ok()?;
+    // Every number is bounded before any arithmetic: the text comes from the cloud.
+    let year: i64 = d.next()?.parse().ok().filter(|y| (0..=9999).contains(y))?;
     let month: u32 = d.next()?.parse().ok()?;
     let day: u32 = d.next()?.parse().ok()?;
     let (clock, offset_seconds) = if let Some(clock) = rest.strip_suffix('Z') {
@@ -343,8 +344,8 @@ pub fn parse_iso8601(text: &str) -> Option<std::time::SystemTime> {
         let (clock, offset) = rest.split_at(at);
         let sign = if offset.starts_with('-') { -1 } else { 1 };
         let (h, m) = offset[1..].split_once(':')?;
-        let h: i64 = h.parse().ok()?;
-        let m: i64 = m.parse().ok()?;
+        let h: i64 = h.parse().ok().filter(|h| (0..=23).contains(h))?;
+        let m: i64 = m.parse().ok().filter(|m| (0..=59).contains(m))?;
         (clock, sign * (h * 3600 + m * 60))
     };
     let clock = clock.split('.').next()?;
@@ -352,7 +353,12 @@ pub fn parse_iso8601(text: &str) -> Option<std::time::SystemTime> {
     let hour: i64 = c.next()?.parse().ok()?;
     let minute: i64 = c.next()?.parse().ok()?;
     let second: i64 = c.next()?.parse().ok()?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&hour)
+        || !(0..=59).contains(&minute)
+        || !(0..=60).contains(&second)
+    {
         return None;
     }
     let seconds = crate::calendar::to_days(crate::calendar::Date::new(year, month, day)) * 86_400
@@ -369,6 +375,17 @@ pub fn parse_iso8601(text: &str) -> Option<std::time::SystemTime> {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn out_of_range_dates_are_refused_not_overflowed() {
+        for text in [
+            "9223372036854775807-08-11T13:45:39-06:00",
+            "2016-08-11T13:45:39-9999999999999999:00",
+            "2016-08-11T13:45:-9223372036854775808Z",
+        ] {
+            assert_eq!(parse_iso8601(text), None, "{text}");
+        }
+    }
 
     #[test]
     fn parses_the_seed_dates() {

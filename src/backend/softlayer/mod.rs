@@ -106,7 +106,7 @@ impl SoftLayerBackend {
     }
 
     /// The snapshot record of a SoftLayer snapshot object; `volume` when the caller knows it.
-    fn snapshot_of(&self, storage: &Storage, volume: Option<u64>) -> Option<Snapshot> {
+    pub(crate) fn snapshot_of(&self, storage: &Storage, volume: Option<u64>) -> Option<Snapshot> {
         if !storage.is_snapshot() {
             return None;
         }
@@ -130,7 +130,7 @@ impl SoftLayerBackend {
         })
     }
 
-    fn volume_of(storage: &Storage) -> Option<Volume> {
+    pub(crate) fn volume_of(storage: &Storage) -> Option<Volume> {
         if storage.is_snapshot() {
             return None;
         }
@@ -207,12 +207,12 @@ impl SoftLayerBackend {
     }
 }
 
-fn parse_all_cursor(cursor: &str) -> Option<(usize, usize)> {
+pub(crate) fn parse_all_cursor(cursor: &str) -> Option<(usize, usize)> {
     let (v, s) = cursor.strip_prefix('v')?.split_once('.')?;
     Some((v.parse().ok()?, s.parse().ok()?))
 }
 
-fn parse_offset_cursor(cursor: &str) -> Option<usize> {
+pub(crate) fn parse_offset_cursor(cursor: &str) -> Option<usize> {
     cursor.strip_prefix('o')?.parse().ok()
 }
 
@@ -224,7 +224,7 @@ fn bad_cursor(cursor: &str) -> BackendError {
 }
 
 /// SoftLayer ids are integers: anything else names no object.
-fn numeric(id: &str) -> Option<u64> {
+pub(crate) fn numeric(id: &str) -> Option<u64> {
     id.parse().ok()
 }
 
