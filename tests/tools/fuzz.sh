@@ -38,10 +38,13 @@ trap 'rm -rf "$scratch"' EXIT
 echo "fuzz: building ${#targets[*]} targets (nightly, ASan, debug assertions) in $CARGO_TARGET_DIR"
 "${fuzz[@]}" build --fuzz-dir tests/fuzz --debug-assertions
 
+# How many crash inputs a target has kept (none, also when its directory does not exist yet).
+artifact_count() { find "tests/fuzz/artifacts/$1" -type f 2>/dev/null | wc -l || true; }
+
 failed=()
 for target in "${targets[@]}"; do
     artifacts=tests/fuzz/artifacts/$target
-    before=$(find "$artifacts" -type f 2>/dev/null | wc -l)
+    before=$(artifact_count "$target")
     mkdir -p "$scratch/$target"
     echo "fuzz: $target for ${seconds}s"
     rc=0
@@ -51,7 +54,7 @@ for target in "${targets[@]}"; do
         >"$scratch/$target.log" 2>&1 || rc=$?
     grep -E '^(#[0-9]+ +DONE|Done [0-9]+ runs|stat::number_of_executed_units|stat::average_exec_per_sec)' \
         "$scratch/$target.log" | sed "s/^/fuzz: $target: /" || true
-    after=$(find "$artifacts" -type f 2>/dev/null | wc -l)
+    after=$(artifact_count "$target")
     if ((rc != 0 || after > before)); then
         echo "fuzz: $target FAILED (exit $rc, $((after - before)) new artifacts in $artifacts)"
         tail -n 60 "$scratch/$target.log"
