@@ -256,3 +256,77 @@ async fn faults_credentials_driver_and_cap() {
     let caps = ops.backend().capabilities();
     assert!(caps.restore_snapshot && !caps.clone_volume && !caps.expand_volume);
 }
+
+/// Issue 15: the entry point answers without credentials, so a health check that only reads it
+/// calls a backend with a refused password healthy. Health makes one authenticated call, and
+/// CSI Probe (called every few seconds by the liveness probe and the sidecars) reuses a recent
+/// answer instead of calling the cloud each time.
+#[tokio::test]
+async fn health_needs_the_password_and_probe_reuses_a_recent_answer() {
+    use snapcsi::csi::identity::IdentityService;
+    use snapcsi::proto::ProbeRequest;
+    use snapcsi::proto::identity_server::Identity;
+
+    let Some(sim) = start() else { return };
+    let wrong = backend_with(&config(&sim, "not-the-password-xyz"));
+    let err = wrong
+        .health()
+        .await
+        .expect_err("a refused password is not healthy");
+    assert_eq!(err.kind, ErrorKind::Unauthorized, "{}", err.message);
+    assert!(!err.message.contains("not-the-password-xyz"));
+
+    let good = backend(&sim);
+    good.health().await.expect("healthy");
+    assert_eq!(
+        sim.calls("GET /api/realms").await,
+        1,
+        "one authenticated call"
+    );
+    // A configured realm the cloud does not have is found by the same call.
+    let mut elsewhere = config(&sim, PASSWORD);
+    elsewhere.realm_id = Some("eu-west-9z".into());
+    let err = backend_with(&elsewhere)
+        .health()
+        .await
+        .expect_err("unknown realm");
+    assert!(err.message.contains("eu-west-9z"), "{}", err.message);
+    assert!(err.message.contains("us-east-1a"), "{}", err.message);
+
+    // Probe: ten in a row, and ten at once, make one cloud call.
+    let before = sim.calls("GET /api/realms").await;
+    let identity = Arc::new(IdentityService::new("test".into(), Some(good), None));
+    for _ in 0..10 {
+        let ready = identity
+            .probe(tonic::Request::new(ProbeRequest {}))
+            .await
+            .expect("probe")
+            .into_inner()
+            .ready;
+        assert_eq!(ready, Some(true));
+    }
+    let together = (0..10).map(|_| {
+        let identity = Arc::clone(&identity);
+        tokio::spawn(async move { identity.probe(tonic::Request::new(ProbeRequest {})).await })
+    });
+    for probe in together {
+        probe.await.expect("join").expect("probe");
+    }
+    assert_eq!(
+        sim.calls("GET /api/realms").await - before,
+        1,
+        "probes reuse the answer"
+    );
+    // A refused password makes Probe fail, naming the refusal.
+    let refused = IdentityService::new("test".into(), Some(wrong), None);
+    let status = refused
+        .probe(tonic::Request::new(ProbeRequest {}))
+        .await
+        .expect_err("not ready");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("unauthenticated") || status.message().contains("401"),
+        "{}",
+        status.message()
+    );
+}

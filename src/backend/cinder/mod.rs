@@ -532,6 +532,7 @@ impl Backend for CinderBackend {
             // Free space is an admin-only scheduler statistic in Cinder.
             get_capacity: false,
             size_granularity_bytes: GIB,
+            min_volume_bytes: 0,
             node_local: false,
             group_snapshot: false,
         }

@@ -282,6 +282,7 @@ impl Backend for DeltacloudBackend {
             expand_volume: false,
             get_capacity: false,
             size_granularity_bytes: GIB,
+            min_volume_bytes: 0,
             node_local: false,
             group_snapshot: false,
         }
@@ -311,8 +312,25 @@ impl Backend for DeltacloudBackend {
         }
     }
 
+    /// One authenticated call (`GET /api/realms`; the entry point answers without
+    /// credentials, so it cannot tell a refused password), which also shows whether the
+    /// configured `realm_id` exists.
     async fn health(&self) -> BackendResult<()> {
-        self.client.entry_point().await.map(|_| ())
+        let realms = self.client.realms().await?;
+        match &self.realm_id {
+            Some(wanted) if !realms.iter().any(|r| &r.id == wanted) => Err(BackendError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "deltacloud: realm_id {wanted:?} is not a realm of this cloud (realms: {})",
+                    realms
+                        .iter()
+                        .map(|r| r.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     async fn available_capacity(&self) -> BackendResult<Option<u64>> {

@@ -246,6 +246,7 @@ impl Backend for SoftLayerBackend {
             expand_volume: false,
             get_capacity: false,
             size_granularity_bytes: GIB,
+            min_volume_bytes: 0,
             node_local: false,
             group_snapshot: false,
         }
