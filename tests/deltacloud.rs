@@ -330,3 +330,50 @@ async fn health_needs_the_password_and_probe_reuses_a_recent_answer() {
         status.message()
     );
 }
+
+/// Issue 15: two objects of one CSI name (a create re-sent after its answer was lost) answer
+/// the oldest, every time. EC2's ids are random, so the smallest id is not the oldest.
+#[tokio::test]
+async fn two_objects_of_one_name_answer_the_oldest_not_the_smallest_id() {
+    let Some(sim) = start() else { return };
+    let marker = |name: &str| format!(r#"snapcsi:{{"n":"{name}","c":"test-cluster","g":1}}"#);
+    sim.control(
+        "/_control/seed",
+        serde_json::json!({"volumes": [
+            {"id": "vol-f00d0001", "description": marker("dc-dup-vol"),
+             "created": "Mon Jan 05 10:00:00 UTC 2026"},
+            {"id": "vol-0bad0002", "description": marker("dc-dup-vol"),
+             "created": "Mon Jan 05 10:00:07 UTC 2026"},
+        ]}),
+    )
+    .await;
+    sim.control(
+        "/_control/seed",
+        serde_json::json!({"snapshots": [
+            {"id": "snap-f00d0001", "volume_id": "vol-f00d0001",
+             "description": marker("dc-dup-snap"), "created": "Mon Jan 05 10:01:00 UTC 2026"},
+            {"id": "snap-0bad0002", "volume_id": "vol-f00d0001",
+             "description": marker("dc-dup-snap"), "created": "Mon Jan 05 10:01:09 UTC 2026"},
+        ]}),
+    )
+    .await;
+    let backend = backend(&sim);
+    for _ in 0..2 {
+        let volume = backend
+            .find_volume_by_name("dc-dup-vol")
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(volume.id.as_str(), "vol-f00d0001", "not the oldest volume");
+        let snapshot = backend
+            .find_snapshot_by_name("dc-dup-snap")
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(
+            snapshot.id.as_str(),
+            "snap-f00d0001",
+            "not the oldest snapshot"
+        );
+    }
+}

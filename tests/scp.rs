@@ -665,6 +665,57 @@ async fn snapshot_metadata_is_an_object_and_string_metadata_still_reads() {
     );
 }
 
+/// Issue 15: two objects of one CSI name (a create re-sent after its answer was lost) answer
+/// the oldest, every time, whatever order the service lists them in (here newest first).
+#[tokio::test]
+async fn two_objects_of_one_name_answer_the_oldest() {
+    let Some(sim) = start_sim(&[]) else {
+        return;
+    };
+    let volumes = seed(
+        &sim,
+        serde_json::json!({"volumes": [
+            {"name": "scp-dup-vol", "created_at": "2026-01-05T10:00:07.000000Z"},
+            {"name": "scp-dup-vol", "created_at": "2026-01-05T10:00:00.000000Z"},
+        ]}),
+    )
+    .await;
+    let newer_volume = volumes["volumes"][0].as_str().expect("id").to_owned();
+    let older_volume = volumes["volumes"][1].as_str().expect("id").to_owned();
+    let tags = serde_json::json!({"snapcsi/name": "scp-dup-snap", "snapcsi/cluster": "c1"});
+    let snapshots = seed(
+        &sim,
+        serde_json::json!({"snapshots": [
+            {"name": "scp-dup-snap", "volume_id": older_volume, "metadata": tags,
+             "created_at": "2026-01-05T10:01:09.000000Z"},
+            {"name": "scp-dup-snap", "volume_id": older_volume, "metadata": tags,
+             "created_at": "2026-01-05T10:01:00.000000Z"},
+        ]}),
+    )
+    .await;
+    let older_snapshot = snapshots["snapshots"][1].as_str().expect("id").to_owned();
+    let backend = build(&sim.url(), "", Some("c1"));
+    for _ in 0..2 {
+        let volume = backend
+            .find_volume_by_name("scp-dup-vol")
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(volume.id.as_str(), older_volume, "not the oldest volume");
+        assert_ne!(volume.id.as_str(), newer_volume);
+        let snapshot = backend
+            .find_snapshot_by_name("scp-dup-snap")
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(
+            snapshot.id.as_str(),
+            older_snapshot,
+            "not the oldest snapshot"
+        );
+    }
+}
+
 #[tokio::test]
 async fn create_volume_answers_only_available_volumes() {
     let Some(sim) = start_sim(&["--volume-delay", "1.0"]) else {

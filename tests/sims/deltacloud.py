@@ -31,6 +31,11 @@ Control endpoint for tests (no auth, not part of Deltacloud):
                    "pending_state": "pending",
                    "keep_descriptions": true}  (false: play a driver that drops them)
   GET  /_control  counters; POST /_control/reset drops everything.
+  POST /_control/seed {"volumes": [{"id", "description", "created", "capacity"}],
+                       "snapshots": [{"id", "volume_id", "description", "created"}]}
+                  adds ready objects with the ids and creation times given (EC2's ids are
+                  random, so id order is not creation order; two objects of one name are
+                  what a create re-sent after its answer was lost leaves).
 HTTP-level faults and snapshot modes go through `/_faults` (tests/sims/faults.py, the
 mechanism every simulator here shares): "stuck" keeps new snapshots pending, "error" makes
 them end in `error`; "error_deleting" is refused, Deltacloud having no such state (a failed
@@ -262,6 +267,23 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(200, json.dumps(out).encode(), "application/json")
             if path == "/_control/reset" and verb == "POST":
                 state.reset()
+                return self.send(200, b"{}", "application/json")
+            if path == "/_control/seed" and verb == "POST":
+                for item in spec.get("volumes", []):
+                    state.volumes[item["id"]] = {
+                        "id": item["id"], "description": item.get("description"),
+                        "created": item.get("created") or created_text(),
+                        "capacity": int(item.get("capacity", 1)),
+                        "realm": self.server.realms[0], "ready_at": 0.0,
+                    }
+                for item in spec.get("snapshots", []):
+                    volume = state.volumes[item["volume_id"]]
+                    state.snapshots[item["id"]] = {
+                        "id": item["id"], "description": item.get("description"),
+                        "created": item.get("created") or created_text(),
+                        "volume": volume["id"], "size": volume["capacity"], "ready_at": 0.0,
+                        "error": False, "stuck": False,
+                    }
                 return self.send(200, b"{}", "application/json")
             if path == "/_control" and verb == "POST":
                 known = {"pending_seconds", "ready_state", "pending_state",

@@ -85,6 +85,9 @@ pub struct XmlVolume {
     /// Free text the driver keeps; snapcsi's marker lives here.
     #[serde(default)]
     pub description: Option<String>,
+    /// `Thu Jul 28 21:54:19 UTC 2011`.
+    #[serde(default)]
+    pub created: Option<String>,
     /// Provisioned size.
     #[serde(default)]
     pub capacity: Option<XmlCapacity>,
