@@ -10,6 +10,7 @@ use crate::proto::controller_client::ControllerClient;
 use crate::proto::identity_client::IdentityClient;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::time::Duration;
 use tonic::transport::{Channel, Uri};
@@ -504,23 +505,30 @@ pub async fn run(args: CtlArgs, out: &mut impl Write) -> Result<(), CtlError> {
         }
         CtlCommand::Snapshot(SnapshotCommand::List { volume }) => {
             let mut snapshots = Vec::new();
+            let mut names = BTreeMap::new();
             let mut token = String::new();
             loop {
-                let page = controller
+                let answer = controller
                     .list_snapshots(csi::ListSnapshotsRequest {
                         starting_token: token,
                         source_volume_id: volume.clone().unwrap_or_default(),
                         ..Default::default()
                     })
-                    .await?
-                    .into_inner();
+                    .await?;
+                names.extend(duplicate_names(answer.metadata()));
+                let page = answer.into_inner();
                 snapshots.extend(page.entries.into_iter().filter_map(|e| e.snapshot));
                 if page.next_token.is_empty() {
                     break;
                 }
                 token = page.next_token;
             }
-            print_snapshots(out, json_out, &snapshots, true).map_err(io)?;
+            let marks = duplicate_marks(&snapshots, &names);
+            if marks.is_empty() {
+                print_snapshots(out, json_out, &snapshots, true).map_err(io)?;
+            } else {
+                print_marked_snapshots(out, json_out, &snapshots, &marks).map_err(io)?;
+            }
         }
         CtlCommand::Snapshot(SnapshotCommand::Get { snapshot_id }) => {
             // GetSnapshot is optional in CSI; ListSnapshots by id works on every driver.
@@ -586,6 +594,119 @@ fn done(
     } else {
         writeln!(out, "{what} {id}")
     }
+}
+
+/// The snapshots a ListSnapshots answer says share their CSI name (id -> name; see
+/// `csi::controller::DUPLICATE_NAMES_KEY`).
+fn duplicate_names(metadata: &tonic::metadata::MetadataMap) -> BTreeMap<String, String> {
+    metadata
+        .get_bin(crate::csi::controller::DUPLICATE_NAMES_KEY)
+        .and_then(|value| value.to_bytes().ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// A snapshot that shares its CSI name: the name, and whether it is the one the driver
+/// answers for that name (`None`: the others are not in this list).
+struct Mark {
+    name: String,
+    answers: Option<bool>,
+    chosen: Option<String>,
+}
+
+/// Marks the listed snapshots that share a CSI name, choosing per name as the driver does
+/// (`backend::names::order`: the oldest, then the smallest id).
+fn duplicate_marks(
+    snapshots: &[csi::Snapshot],
+    names: &BTreeMap<String, String>,
+) -> HashMap<String, Mark> {
+    let mut groups: BTreeMap<&str, Vec<&csi::Snapshot>> = BTreeMap::new();
+    for s in snapshots {
+        if let Some(name) = names.get(&s.snapshot_id) {
+            groups.entry(name.as_str()).or_default().push(s);
+        }
+    }
+    let created = |s: &csi::Snapshot| {
+        s.creation_time.as_ref().map(|t| {
+            std::time::UNIX_EPOCH
+                + Duration::new(
+                    u64::try_from(t.seconds).unwrap_or(0),
+                    u32::try_from(t.nanos).unwrap_or(0),
+                )
+        })
+    };
+    let mut marks = HashMap::new();
+    for (name, mut group) in groups {
+        group.sort_by(|a, b| {
+            crate::backend::names::order(
+                (created(a), a.snapshot_id.as_str()),
+                (created(b), b.snapshot_id.as_str()),
+            )
+        });
+        let chosen = (group.len() > 1).then(|| group[0].snapshot_id.clone());
+        for s in group {
+            marks.insert(
+                s.snapshot_id.clone(),
+                Mark {
+                    name: name.to_owned(),
+                    answers: chosen.as_ref().map(|c| *c == s.snapshot_id),
+                    chosen: chosen.clone(),
+                },
+            );
+        }
+    }
+    marks
+}
+
+/// A snapshot list with the duplicates marked: a NOTE column, or in JSON `duplicate_name`
+/// and `answers_for_name` on the marked ones.
+fn print_marked_snapshots(
+    out: &mut impl Write,
+    json_out: bool,
+    snapshots: &[csi::Snapshot],
+    marks: &HashMap<String, Mark>,
+) -> std::io::Result<()> {
+    if json_out {
+        let docs: Vec<Value> = snapshots
+            .iter()
+            .map(|s| {
+                let mut doc = snapshot_json(s);
+                if let (Some(mark), Some(fields)) = (marks.get(&s.snapshot_id), doc.as_object_mut())
+                {
+                    fields.insert("duplicate_name".into(), json!(mark.name));
+                    fields.insert("answers_for_name".into(), json!(mark.answers));
+                }
+                doc
+            })
+            .collect();
+        return writeln!(out, "{:#}", Value::Array(docs));
+    }
+    let mut header = SNAPSHOT_HEADER.to_vec();
+    header.push("NOTE");
+    let rows: Vec<Vec<String>> = snapshot_rows(snapshots)
+        .into_iter()
+        .zip(snapshots)
+        .map(|(mut row, s)| {
+            row.push(match marks.get(&s.snapshot_id) {
+                None => String::new(),
+                Some(Mark {
+                    name,
+                    answers: Some(true),
+                    ..
+                }) => format!("name {name:?} also on other snapshots: this one answers"),
+                Some(Mark {
+                    name,
+                    chosen: Some(chosen),
+                    ..
+                }) => format!("name {name:?}: duplicate of {chosen}"),
+                Some(Mark { name, .. }) => {
+                    format!("name {name:?} is on another snapshot too (not listed)")
+                }
+            });
+            row
+        })
+        .collect();
+    table(out, &header, &rows)
 }
 
 /// Prints items as JSON (an array for a list, one object otherwise) or as a table.

@@ -373,8 +373,8 @@ fn deltacloud_backend() -> &'static crate::backend::deltacloud::DeltacloudBacken
 pub fn deltacloud(data: &[u8]) -> Parsed {
     use crate::backend::PageRequest;
     use crate::backend::deltacloud::client::{
-        DeltacloudClient as C, JsonSnapshotDoc, JsonSnapshotsDoc, XmlApi, XmlSnapshot, XmlVolume,
-        XmlVolumes,
+        DeltacloudClient as C, JsonSnapshotDoc, JsonSnapshotsDoc, XmlApi, XmlRealms, XmlSnapshot,
+        XmlVolume, XmlVolumes,
     };
     use crate::backend::deltacloud::{DeltacloudBackend, error, page_by_id};
     let backend = deltacloud_backend();
@@ -392,6 +392,7 @@ pub fn deltacloud(data: &[u8]) -> Parsed {
         max_entries: 1,
     };
     let _ = C::parse_xml::<XmlApi>("fuzz", data);
+    let _ = C::parse_xml::<XmlRealms>("fuzz", data);
     if let Ok(v) = C::parse_xml::<XmlVolume>("fuzz", data) {
         parsed.volumes.push(DeltacloudBackend::volume_of(&v));
     }

@@ -11,7 +11,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Labels of a CSI call.
@@ -43,6 +44,19 @@ pub struct BackendLabels {
     pub backend: String,
 }
 
+/// Labels of a kind of object in a backend.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    /// Backend kind.
+    pub backend: String,
+    /// `snapshot` or `volume`.
+    pub kind: String,
+}
+
+/// The most duplicated names remembered (each is a warning already given); beyond it a name
+/// is warned about on every lookup rather than remembered without bound.
+const MAX_DUPLICATE_NAMES: usize = 4096;
+
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~52 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 20))
@@ -57,6 +71,9 @@ pub struct Metrics {
     cloud_seconds: Family<CloudLabels, Histogram, fn() -> Histogram>,
     snapshots_created: Family<BackendLabels, Counter>,
     snapshots_deleted: Family<BackendLabels, Counter>,
+    duplicate_names: Family<ObjectLabels, Counter>,
+    /// (kind, CSI name) -> the ids last warned about, chosen first (see `backend::names`).
+    duplicates: Mutex<HashMap<(&'static str, String), Vec<String>>>,
     in_flight: Gauge,
 }
 
@@ -74,6 +91,7 @@ impl Metrics {
             );
         let snapshots_created = Family::<BackendLabels, Counter>::default();
         let snapshots_deleted = Family::<BackendLabels, Counter>::default();
+        let duplicate_names = Family::<ObjectLabels, Counter>::default();
         let in_flight = Gauge::default();
         registry.register("rpc_requests", "CSI calls answered", rpc_requests.clone());
         registry.register(
@@ -102,6 +120,11 @@ impl Metrics {
             snapshots_deleted.clone(),
         );
         registry.register(
+            "duplicate_names",
+            "CSI names found on more than one cloud object (each name counted once)",
+            duplicate_names.clone(),
+        );
+        registry.register(
             "in_flight_operations",
             "Operations holding an in-flight guard",
             in_flight.clone(),
@@ -114,6 +137,8 @@ impl Metrics {
             cloud_seconds,
             snapshots_created,
             snapshots_deleted,
+            duplicate_names,
+            duplicates: Mutex::default(),
             in_flight,
         }
     }
@@ -164,6 +189,45 @@ impl Metrics {
                 backend: backend.to_owned(),
             })
             .inc();
+    }
+
+    /// Records that a lookup found `ids` (chosen first) under the CSI name `name`; counts the
+    /// name the first time. Answers whether this is news to warn about: the name was not
+    /// known as duplicated, or other objects carry it now.
+    pub fn duplicate_name(
+        &self,
+        backend: &str,
+        kind: &'static str,
+        name: &str,
+        ids: &[String],
+    ) -> bool {
+        let mut known = self.duplicates.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (kind, name.to_owned());
+        match known.get_mut(&key) {
+            Some(last) if last.as_slice() == ids => false,
+            Some(last) => {
+                *last = ids.to_vec();
+                true
+            }
+            None => {
+                self.duplicate_names
+                    .get_or_create(&ObjectLabels {
+                        backend: backend.to_owned(),
+                        kind: kind.to_owned(),
+                    })
+                    .inc();
+                if known.len() < MAX_DUPLICATE_NAMES {
+                    known.insert(key, ids.to_vec());
+                }
+                true
+            }
+        }
+    }
+
+    /// The ids (chosen first) a lookup last found under `name`, if it found more than one.
+    pub fn duplicate_ids(&self, kind: &'static str, name: &str) -> Option<Vec<String>> {
+        let known = self.duplicates.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(&(kind, name.to_owned())).cloned()
     }
 
     /// An operation took an in-flight guard.

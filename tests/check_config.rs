@@ -67,3 +67,30 @@ fn good_and_bad_backends_each_get_a_line() {
     assert_eq!(code, 2, "{out}");
     assert!(out.starts_with("PROBLEM config "), "{out}");
 }
+
+/// Issue 15: Deltacloud's entry point answers without credentials, so a check that only read
+/// it said OK for a refused password. The check makes one authenticated call.
+#[test]
+fn a_refused_deltacloud_password_is_a_problem() {
+    let Some(sim) = sim::Sim::start(
+        "deltacloud.py",
+        &["--username", "dc-user", "--password", "dc-right-password"],
+    ) else {
+        return;
+    };
+    let config = |password: &str| {
+        format!(
+            "[backends.dc]\ntype = \"deltacloud\"\nendpoint = \"{}/api\"\n\
+             username = \"dc-user\"\npassword = \"{password}\"\n",
+            sim.base()
+        )
+    };
+    let (code, out) = check(&config("dc-right-password"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("OK      backend dc (deltacloud)"), "{out}");
+    let (code, out) = check(&config("dc-wrong-password"));
+    assert_eq!(code, 1, "a refused password passed the check: {out}");
+    assert!(out.contains("PROBLEM backend dc (deltacloud)"), "{out}");
+    assert!(out.contains("401"), "{out}");
+    assert!(!out.contains("dc-wrong-password"), "a secret leaked: {out}");
+}

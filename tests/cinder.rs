@@ -199,8 +199,83 @@ async fn real_cinder_noauth() {
         .expect_err("fail- volume");
     assert!(err.message.contains("\"error\""), "{err}");
 
+    // Two objects of one name (issue 15): the oldest answers, every time.
+    duplicate_names(&b).await;
+
     // The restart test needs the driver binary and this peer.
     kill_nine_restart(&peer, &b).await;
+}
+
+/// The value of `snapcsi_duplicate_names_total` for `backend` and `kind`.
+fn duplicate_count(backend: &str, kind: &str) -> u64 {
+    snapcsi::metrics::metrics()
+        .render()
+        .lines()
+        .find(|l| {
+            l.starts_with("snapcsi_duplicate_names_total{")
+                && l.contains(&format!("backend=\"{backend}\""))
+                && l.contains(&format!("kind=\"{kind}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 15: after a controller restart that lost its data directory while a create was in
+/// flight, Cinder held two snapshots of one name and every later CreateSnapshot answered the
+/// newer one (Cinder lists newest first), not the one already reported ready. The oldest
+/// answers, always; the duplicate is counted once.
+async fn duplicate_names(b: &Arc<CinderBackend>) {
+    let ops = snapcsi::ops::Ops::new(b.clone() as Arc<dyn Backend>, 1 << 30);
+    let volume = ready_volume(b, "dup-src").await;
+    let request = CreateSnapshot {
+        name: "dup-snap".into(),
+        source_volume_id: volume.clone(),
+        parameters: BTreeMap::new(),
+    };
+    let first = ops.create_snapshot(request.clone()).await.expect("create");
+    // The lost answer: the same create reaches Cinder again (a second apart, so that the
+    // creation times differ at any precision).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = b
+        .create_snapshot(&request)
+        .await
+        .expect("the re-sent create");
+    assert_ne!(first.id, second.id);
+    let counted = duplicate_count("cinder", "snapshot");
+    for _ in 0..3 {
+        let again = ops.create_snapshot(request.clone()).await.expect("repeat");
+        assert_eq!(again.id, first.id, "the answer moved to the newer snapshot");
+    }
+    assert_eq!(duplicate_count("cinder", "snapshot"), counted + 1);
+
+    let volume_request = CreateVolume {
+        name: "dup-vol".into(),
+        size_bytes: 1,
+        source: None,
+        parameters: BTreeMap::new(),
+    };
+    let older = b.create_volume(&volume_request).await.expect("volume");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let newer = b
+        .create_volume(&volume_request)
+        .await
+        .expect("the re-sent create");
+    assert_ne!(older.id, newer.id);
+    for _ in 0..2 {
+        let found = b
+            .find_volume_by_name("dup-vol")
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(found.id, older.id, "the answer moved to the newer volume");
+    }
+    for id in [&first.id, &second.id] {
+        b.delete_snapshot(id).await.expect("delete snapshot");
+    }
+    for id in [&older.id, &newer.id, &volume] {
+        b.delete_volume(id).await.expect("delete volume");
+    }
 }
 
 /// kill -9 the driver right after its CreateSnapshot POST reached Cinder, start it again,

@@ -2,6 +2,8 @@
 //! csi-driver-host-path too when `HOSTPATH_PLUGIN` points at its binary), checking output and
 //! exit codes.
 
+mod sim;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -177,4 +179,99 @@ fn ctl_against_hostpath() {
     let info = json(&endpoint, &["info"]);
     assert_eq!(info["name"], "hostpath.csi.k8s.io");
     session(&endpoint, "1Mi");
+}
+
+/// Issue 15: two snapshots of one CSI name (a create re-sent after its answer was lost) are
+/// shown by `ctl snapshot list`, with the one the driver answers for the name. CSI's Snapshot
+/// has no name: the driver names the duplicates in the ListSnapshots answer's metadata. The
+/// SCP backend against its simulator (local and memory keep names unique).
+#[test]
+fn snapshot_list_shows_two_snapshots_of_one_name() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(sim) = sim::Sim::start("scp.py", &["--credential", "AK-ctl:SK-ctl"]) else {
+        return;
+    };
+    let seeded = runtime.block_on(sim.control(
+        "/_sim/seed",
+        serde_json::json!({"volumes": [{"name": "ctl-dup-src"}]}),
+    ));
+    let volume = seeded["volumes"][0].as_str().expect("volume id").to_owned();
+    let tags = serde_json::json!({"snapcsi/name": "ctl-dup", "snapcsi/cluster": "ctl"});
+    let seeded = runtime.block_on(sim.control(
+        "/_sim/seed",
+        serde_json::json!({"snapshots": [
+            {"name": "ctl-dup", "volume_id": volume, "metadata": tags,
+             "created_at": "2026-01-05T10:01:09.000000Z"},
+            {"name": "ctl-dup", "volume_id": volume, "metadata": tags,
+             "created_at": "2026-01-05T10:01:00.000000Z"},
+            {"name": "ctl-single", "volume_id": volume,
+             "metadata": {"snapcsi/name": "ctl-single", "snapcsi/cluster": "ctl"}},
+        ]}),
+    ));
+    let newer = seeded["snapshots"][0].as_str().expect("id").to_owned();
+    let older = seeded["snapshots"][1].as_str().expect("id").to_owned();
+    let single = seeded["snapshots"][2].as_str().expect("id").to_owned();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("snapcsi.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "cluster_id = \"ctl\"\n[backends.scp]\ntype = \"scp\"\nendpoint = \"{}\"\n\
+             access_key = \"AK-ctl\"\nsecret_key = \"SK-ctl\"\n",
+            sim.base()
+        ),
+    )
+    .expect("config");
+    let socket = dir.path().join("csi.sock");
+    let endpoint = format!("unix://{}", socket.display());
+    let _server = Server(
+        Command::new(BIN)
+            .args(["serve", "--mode", "controller", "--endpoint", &endpoint])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start snapcsi"),
+    );
+    wait_for_socket(&socket);
+
+    let listed = json(&endpoint, &["snapshot", "list"]);
+    let entry = |id: &str| {
+        listed
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|s| s["snapshot_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed: {listed:#}"))
+            .clone()
+    };
+    assert_eq!(entry(&older)["duplicate_name"], "ctl-dup", "{listed:#}");
+    assert_eq!(entry(&older)["answers_for_name"], true, "{listed:#}");
+    assert_eq!(entry(&newer)["duplicate_name"], "ctl-dup", "{listed:#}");
+    assert_eq!(entry(&newer)["answers_for_name"], false, "{listed:#}");
+    assert!(entry(&single).get("duplicate_name").is_none(), "{listed:#}");
+
+    let (code, table, stderr) = ctl(&endpoint, &["snapshot", "list"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        table.lines().next().is_some_and(|h| h.contains("NOTE")),
+        "{table}"
+    );
+    let line = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not in the table:\n{table}"))
+            .to_owned()
+    };
+    assert!(line(&older).contains("this one answers"), "{table}");
+    assert!(
+        line(&newer).contains(&format!("duplicate of {older}")),
+        "{table}"
+    );
+    assert!(!line(&single).contains("name"), "{table}");
 }

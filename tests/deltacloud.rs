@@ -256,3 +256,124 @@ async fn faults_credentials_driver_and_cap() {
     let caps = ops.backend().capabilities();
     assert!(caps.restore_snapshot && !caps.clone_volume && !caps.expand_volume);
 }
+
+/// Issue 15: the entry point answers without credentials, so a health check that only reads it
+/// calls a backend with a refused password healthy. Health makes one authenticated call, and
+/// CSI Probe (called every few seconds by the liveness probe and the sidecars) reuses a recent
+/// answer instead of calling the cloud each time.
+#[tokio::test]
+async fn health_needs_the_password_and_probe_reuses_a_recent_answer() {
+    use snapcsi::csi::identity::IdentityService;
+    use snapcsi::proto::ProbeRequest;
+    use snapcsi::proto::identity_server::Identity;
+
+    let Some(sim) = start() else { return };
+    let wrong = backend_with(&config(&sim, "not-the-password-xyz"));
+    let err = wrong
+        .health()
+        .await
+        .expect_err("a refused password is not healthy");
+    assert_eq!(err.kind, ErrorKind::Unauthorized, "{}", err.message);
+    assert!(!err.message.contains("not-the-password-xyz"));
+
+    let good = backend(&sim);
+    good.health().await.expect("healthy");
+    assert_eq!(
+        sim.calls("GET /api/realms").await,
+        1,
+        "one authenticated call"
+    );
+    // A configured realm the cloud does not have is found by the same call.
+    let mut elsewhere = config(&sim, PASSWORD);
+    elsewhere.realm_id = Some("eu-west-9z".into());
+    let err = backend_with(&elsewhere)
+        .health()
+        .await
+        .expect_err("unknown realm");
+    assert!(err.message.contains("eu-west-9z"), "{}", err.message);
+    assert!(err.message.contains("us-east-1a"), "{}", err.message);
+
+    // Probe: ten in a row, and ten at once, make one cloud call.
+    let before = sim.calls("GET /api/realms").await;
+    let identity = Arc::new(IdentityService::new("test".into(), Some(good), None));
+    for _ in 0..10 {
+        let ready = identity
+            .probe(tonic::Request::new(ProbeRequest {}))
+            .await
+            .expect("probe")
+            .into_inner()
+            .ready;
+        assert_eq!(ready, Some(true));
+    }
+    let together = (0..10).map(|_| {
+        let identity = Arc::clone(&identity);
+        tokio::spawn(async move { identity.probe(tonic::Request::new(ProbeRequest {})).await })
+    });
+    for probe in together {
+        probe.await.expect("join").expect("probe");
+    }
+    assert_eq!(
+        sim.calls("GET /api/realms").await - before,
+        1,
+        "probes reuse the answer"
+    );
+    // A refused password makes Probe fail, naming the refusal.
+    let refused = IdentityService::new("test".into(), Some(wrong), None);
+    let status = refused
+        .probe(tonic::Request::new(ProbeRequest {}))
+        .await
+        .expect_err("not ready");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("unauthenticated") || status.message().contains("401"),
+        "{}",
+        status.message()
+    );
+}
+
+/// Issue 15: two objects of one CSI name (a create re-sent after its answer was lost) answer
+/// the oldest, every time. EC2's ids are random, so the smallest id is not the oldest.
+#[tokio::test]
+async fn two_objects_of_one_name_answer_the_oldest_not_the_smallest_id() {
+    let Some(sim) = start() else { return };
+    let marker = |name: &str| format!(r#"snapcsi:{{"n":"{name}","c":"test-cluster","g":1}}"#);
+    sim.control(
+        "/_control/seed",
+        serde_json::json!({"volumes": [
+            {"id": "vol-f00d0001", "description": marker("dc-dup-vol"),
+             "created": "Mon Jan 05 10:00:00 UTC 2026"},
+            {"id": "vol-0bad0002", "description": marker("dc-dup-vol"),
+             "created": "Mon Jan 05 10:00:07 UTC 2026"},
+        ]}),
+    )
+    .await;
+    sim.control(
+        "/_control/seed",
+        serde_json::json!({"snapshots": [
+            {"id": "snap-f00d0001", "volume_id": "vol-f00d0001",
+             "description": marker("dc-dup-snap"), "created": "Mon Jan 05 10:01:00 UTC 2026"},
+            {"id": "snap-0bad0002", "volume_id": "vol-f00d0001",
+             "description": marker("dc-dup-snap"), "created": "Mon Jan 05 10:01:09 UTC 2026"},
+        ]}),
+    )
+    .await;
+    let backend = backend(&sim);
+    for _ in 0..2 {
+        let volume = backend
+            .find_volume_by_name("dc-dup-vol")
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(volume.id.as_str(), "vol-f00d0001", "not the oldest volume");
+        let snapshot = backend
+            .find_snapshot_by_name("dc-dup-snap")
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(
+            snapshot.id.as_str(),
+            "snap-f00d0001",
+            "not the oldest snapshot"
+        );
+    }
+}

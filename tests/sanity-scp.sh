@@ -19,9 +19,12 @@ trap cleanup EXIT
 access_key="sanity-ak-$RANDOM$RANDOM"
 secret_key="sanity-sk-$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
 
-# Delays of 0: csi-sanity does not wait for ready_to_use before restoring a snapshot.
+# Volumes are `creating` (and `extending`) for SCP_VOLUME_DELAY seconds before `available`,
+# as on the service: CreateVolume and ControllerExpandVolume must wait for them. Snapshots are
+# ready at once: csi-sanity does not wait for ready_to_use before restoring a snapshot.
+volume_delay=${SCP_VOLUME_DELAY:-0.5}
 python3 "$root/tests/sims/scp.py" --port 0 --credential "$access_key:$secret_key" \
-    >"$work/sim.out" 2>"$work/sim.err" &
+    --volume-delay "$volume_delay" >"$work/sim.out" 2>"$work/sim.err" &
 sim_pid=$!
 port=""
 for _ in $(seq 1 100); do
@@ -37,7 +40,7 @@ if [[ -z $port ]]; then
     cat "$work/sim.err" >&2
     exit 1
 fi
-echo "sanity-scp.sh: SCP simulator on 127.0.0.1:$port (pid $sim_pid)"
+echo "sanity-scp.sh: SCP simulator on 127.0.0.1:$port (pid $sim_pid), volumes creating for ${volume_delay}s"
 
 config=$work/snapcsi-scp.toml
 cat >"$config" <<TOML
@@ -51,7 +54,8 @@ secret_key = "$secret_key"
 api_version = "1.3"
 TOML
 
-# SCP sizes volumes in whole GB (GiB): test with 1 GiB volumes grown to 2 GiB.
-SANITY_VOLUME_SIZE=$((1 << 30)) SANITY_EXPAND_SIZE=$((2 << 30)) \
+# SCP sizes volumes in whole GB (GiB), at least 8 (VolumeCreateRequest.size minimum): test
+# with 8 GiB volumes grown to 16 GiB.
+SANITY_VOLUME_SIZE=$((8 << 30)) SANITY_EXPAND_SIZE=$((16 << 30)) \
 SANITY_ACCESS_TYPES=mount SANITY_SKIP_NODE=1 SNAPCSI_SERVE_ARGS="--config $config" \
     "$root/tests/csi-sanity.sh" "$@"

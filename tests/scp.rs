@@ -10,7 +10,8 @@ use snapcsi::backend::scp::signer::{self, SigningInput};
 use snapcsi::backend::scp::time::Date;
 use snapcsi::backend::scp::{ScpBackend, SetupError};
 use snapcsi::backend::{
-    Backend, BackendError, CreateSnapshot, ErrorKind, PageRequest, SnapshotFilter,
+    Backend, BackendError, CreateSnapshot, ErrorKind, PageRequest, SnapshotFilter, VolumeId,
+    VolumeSource,
 };
 use snapcsi::ops::{Ops, SizeRange};
 use snapcsi::secret::Secrets;
@@ -19,6 +20,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
@@ -220,7 +222,8 @@ async fn snapshots_are_not_ready_while_creating_and_the_name_survives_in_metadat
         .expect("repeat");
     assert_eq!(again.id, first.id);
     assert!(again.ready);
-    assert_eq!(again.size_bytes, 1 << 30);
+    // The 1 GiB claim got the service's minimum volume of 8 GB.
+    assert_eq!(again.size_bytes, 8 << 30);
 }
 
 #[tokio::test]
@@ -511,6 +514,22 @@ async fn the_simulator_is_strict() {
             r#"{"name":1,"volume_id":"v"}"#,
             "must be str",
         ),
+        // SnapshotCreateRequest.metadata is an object in the SDK, not JSON text.
+        (
+            "application/json",
+            r#"{"name":"x","volume_id":"v","metadata":"{}"}"#,
+            "must be object/null",
+        ),
+        (
+            "application/json",
+            r#"{"name":"x","volume_id":"v","metadata":{"k":1}}"#,
+            "must be a string",
+        ),
+        (
+            "application/json",
+            r#"{"name":"x.y","volume_id":"v"}"#,
+            "name must have",
+        ),
         (
             "text/plain",
             r#"{"name":"x","volume_id":"v"}"#,
@@ -548,6 +567,336 @@ async fn the_simulator_is_strict() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
+    // VolumeCreateRequest.size has a minimum of 8 (GB) in the SDK.
+    let (status, body) = raw(
+        &sim,
+        reqwest::Method::POST,
+        "/v1/volumes",
+        now(),
+        Some(("application/json", r#"{"name":"small","size":1}"#)),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("between 8 and"), "{body}");
+    // The SDK's list filters are accepted; `count` comes with `with_count=true` only.
+    let (status, body) = raw(
+        &sim,
+        reqwest::Method::GET,
+        "/v1/snapshots?with_count=true&name=x",
+        now(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"count\": 0"), "{body}");
+}
+
+/// Adds objects through the simulator's control endpoint (`/_sim/seed`); answers their ids.
+async fn seed(sim: &Sim, body: serde_json::Value) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("{}/_sim/seed", sim.url()))
+        .json(&body)
+        .send()
+        .await
+        .expect("seed")
+        .json()
+        .await
+        .expect("seed answer")
+}
+
+fn one_gib() -> SizeRange {
+    SizeRange {
+        required: 1 << 30,
+        limit: 0,
+    }
+}
+
+#[tokio::test]
+async fn snapshot_metadata_is_an_object_and_string_metadata_still_reads() {
+    let Some(sim) = start_sim(&[]) else {
+        return;
+    };
+    let backend: Arc<dyn Backend> = Arc::new(build(&sim.url(), "", Some("c1")));
+    let ops = Ops::new(Arc::clone(&backend), 1 << 30);
+    let volume = new_volume(&ops, "meta-object-src").await;
+    let snapshot = ops
+        .create_snapshot(snapshot_request("meta-object", &volume))
+        .await
+        .expect("create: the service takes metadata as an object");
+    let (status, body) = raw(
+        &sim,
+        reqwest::Method::GET,
+        &format!("/v1/snapshots/{}", snapshot.id),
+        signer::timestamp_now(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        detail["metadata"],
+        serde_json::json!({"snapcsi/name": "meta-object", "snapcsi/cluster": "c1"}),
+        "{body}"
+    );
+    // An older answer carried the tags as JSON text in a string: still read as ours.
+    seed(
+        &sim,
+        serde_json::json!({"snapshots": [{
+            "name": "legacy-snap",
+            "volume_id": volume.id.as_str(),
+            "metadata": "{\"snapcsi/name\":\"legacy-snap\",\"snapcsi/cluster\":\"c1\"}",
+        }]}),
+    )
+    .await;
+    let found = backend
+        .find_snapshot_by_name("legacy-snap")
+        .await
+        .expect("find")
+        .expect("string metadata is read");
+    assert_eq!(found.name, "legacy-snap");
+    let other = build(&sim.url(), "", Some("c2"));
+    assert!(
+        other
+            .find_snapshot_by_name("legacy-snap")
+            .await
+            .expect("find")
+            .is_none(),
+        "another cluster's snapshot taken for ours"
+    );
+}
+
+/// Issue 15: two objects of one CSI name (a create re-sent after its answer was lost) answer
+/// the oldest, every time, whatever order the service lists them in (here newest first).
+#[tokio::test]
+async fn two_objects_of_one_name_answer_the_oldest() {
+    let Some(sim) = start_sim(&[]) else {
+        return;
+    };
+    let volumes = seed(
+        &sim,
+        serde_json::json!({"volumes": [
+            {"name": "scp-dup-vol", "created_at": "2026-01-05T10:00:07.000000Z"},
+            {"name": "scp-dup-vol", "created_at": "2026-01-05T10:00:00.000000Z"},
+        ]}),
+    )
+    .await;
+    let newer_volume = volumes["volumes"][0].as_str().expect("id").to_owned();
+    let older_volume = volumes["volumes"][1].as_str().expect("id").to_owned();
+    let tags = serde_json::json!({"snapcsi/name": "scp-dup-snap", "snapcsi/cluster": "c1"});
+    let snapshots = seed(
+        &sim,
+        serde_json::json!({"snapshots": [
+            {"name": "scp-dup-snap", "volume_id": older_volume, "metadata": tags,
+             "created_at": "2026-01-05T10:01:09.000000Z"},
+            {"name": "scp-dup-snap", "volume_id": older_volume, "metadata": tags,
+             "created_at": "2026-01-05T10:01:00.000000Z"},
+        ]}),
+    )
+    .await;
+    let older_snapshot = snapshots["snapshots"][1].as_str().expect("id").to_owned();
+    let backend = build(&sim.url(), "", Some("c1"));
+    for _ in 0..2 {
+        let volume = backend
+            .find_volume_by_name("scp-dup-vol")
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(volume.id.as_str(), older_volume, "not the oldest volume");
+        assert_ne!(volume.id.as_str(), newer_volume);
+        let snapshot = backend
+            .find_snapshot_by_name("scp-dup-snap")
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(
+            snapshot.id.as_str(),
+            older_snapshot,
+            "not the oldest snapshot"
+        );
+    }
+}
+
+#[tokio::test]
+async fn create_volume_answers_only_available_volumes() {
+    let Some(sim) = start_sim(&["--volume-delay", "1.0"]) else {
+        return;
+    };
+    let backend: Arc<dyn Backend> = Arc::new(build(&sim.url(), "", None));
+    let ops = Ops::new(Arc::clone(&backend), 1 << 30);
+    let started = Instant::now();
+    let volume = ops
+        .create_volume("wait-new", one_gib(), None, BTreeMap::new(), 0)
+        .await
+        .expect("create volume");
+    assert!(
+        volume.ready,
+        "CreateVolume answered a volume still creating"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // VolumeCreateRequest.size is at least 8 GB: a 1 GiB claim gets 8 GiB, not a 400.
+    assert_eq!(volume.size_bytes, 8 << 30);
+    // The next call on the volume is accepted at once.
+    let snapshot = backend
+        .create_snapshot(&snapshot_request("wait-snap", &volume))
+        .await
+        .expect("snapshot of the volume CreateVolume answered");
+    assert!(snapshot.ready);
+    let restored = ops
+        .create_volume(
+            "wait-restored",
+            one_gib(),
+            Some(VolumeSource::Snapshot(snapshot.id.clone())),
+            BTreeMap::new(),
+            0,
+        )
+        .await
+        .expect("restore");
+    assert!(restored.ready, "a restore answered a volume still creating");
+    backend
+        .create_snapshot(&snapshot_request("wait-snap-2", &restored))
+        .await
+        .expect("snapshot of the restored volume");
+}
+
+#[tokio::test]
+async fn create_volume_gives_up_waiting_as_unavailable_and_finds_it_later() {
+    let Some(sim) = start_sim(&["--volume-delay", "2.5"]) else {
+        return;
+    };
+    let backend: Arc<dyn Backend> = Arc::new(build(&sim.url(), "volume_wait_seconds = 1", None));
+    let ops = Ops::new(Arc::clone(&backend), 1 << 30);
+    let err = ops
+        .create_volume("slow-vol", one_gib(), None, BTreeMap::new(), 0)
+        .await
+        .expect_err("still creating after the wait");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.to_string().contains("creating"), "{err}");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let volume = ops
+        .create_volume("slow-vol", one_gib(), None, BTreeMap::new(), 0)
+        .await
+        .expect("the repeated call finds the first volume");
+    assert!(volume.ready);
+    let listed = backend
+        .list_volumes(&PageRequest {
+            cursor: None,
+            max_entries: 50,
+        })
+        .await
+        .expect("list");
+    let named: Vec<_> = listed
+        .items
+        .iter()
+        .filter(|v| v.name == "slow-vol")
+        .collect();
+    assert_eq!(named.len(), 1, "the repeat made a second volume: {named:?}");
+}
+
+#[tokio::test]
+async fn state_conflicts_are_failed_precondition_and_only_malformed_requests_invalid() {
+    let Some(sim) = start_sim(&["--volume-delay", "1.5"]) else {
+        return;
+    };
+    let now = signer::timestamp_now;
+    let backend: Arc<dyn Backend> = Arc::new(build(&sim.url(), "", None));
+    let ops = Ops::new(Arc::clone(&backend), 1 << 30);
+
+    // A volume made by hand (nobody waited for it) is still `creating`.
+    let (status, body) = raw(
+        &sim,
+        reqwest::Method::POST,
+        "/v1/volumes",
+        now(),
+        Some(("application/json", r#"{"name":"raw-creating","size":8}"#)),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let raw_id: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let early = CreateSnapshot {
+        name: "early".into(),
+        source_volume_id: VolumeId::new(raw_id["id"].as_str().expect("id")),
+        parameters: BTreeMap::new(),
+    };
+    let (c, message) = code(
+        backend
+            .create_snapshot(&early)
+            .await
+            .expect_err("a creating volume"),
+    );
+    assert!(
+        matches!(c, Code::FailedPrecondition | Code::Unavailable),
+        "{c:?}: {message}"
+    );
+
+    // A volume still `extending`: the resizer must be told to come back, not to give up.
+    let volume = new_volume(&ops, "conflict-src").await;
+    let (status, body) = raw(
+        &sim,
+        reqwest::Method::PUT,
+        &format!("/v1/volumes/{}/size", volume.id),
+        now(),
+        Some(("application/json", r#"{"size":16}"#)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (c, message) = code(
+        backend
+            .expand_volume(&volume.id, 24 << 30)
+            .await
+            .expect_err("still extending"),
+    );
+    assert_eq!(c, Code::Unavailable, "{message}");
+    assert!(message.contains("extending"), "{message}");
+
+    // A volume with snapshots.
+    let mut settled = false;
+    for _ in 0..40 {
+        settled = backend
+            .get_volume(&volume.id)
+            .await
+            .expect("get")
+            .is_some_and(|v| v.ready);
+        if settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(settled, "the extend never ended");
+    ops.create_snapshot(snapshot_request("conflict-snap", &volume))
+        .await
+        .expect("snapshot");
+    let err = ops
+        .delete_volume(&volume.id)
+        .await
+        .expect_err("a volume with snapshots");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("VolumeHasSnapshots"), "{err}");
+
+    // An attached volume.
+    let attached = new_volume(&ops, "conflict-attached").await;
+    let (status, body) = raw(
+        &sim,
+        reqwest::Method::POST,
+        &format!("/v1/volumes/{}/servers", attached.id),
+        now(),
+        Some(("application/json", r#"{"server_id":"srv-1"}"#)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let err = ops
+        .delete_volume(&attached.id)
+        .await
+        .expect_err("an attached volume");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("VolumeInUse"), "{err}");
+
+    // A malformed request stays INVALID_ARGUMENT: a name outside the service's pattern.
+    let err = ops
+        .create_snapshot(snapshot_request("bad.name", &volume))
+        .await
+        .expect_err("malformed");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("name"), "{err}");
 }
 
 #[tokio::test]

@@ -332,3 +332,33 @@ async fn faults_credentials_and_unsupported_calls() {
     );
     ops.create_snapshot(tagged).await.expect("tags are fine");
 }
+
+/// Issue 15: should two snapshots carry one CSI name (a create re-sent after its answer was
+/// lost), the lookup answers the oldest, every time, not the first its scan meets. Here the
+/// newer one sits on the volume the scan visits first.
+#[tokio::test]
+async fn two_snapshots_of_one_name_answer_the_oldest() {
+    let Some(sim) = start() else { return };
+    let backend = backend(&sim);
+    let scanned_first = volume(&sim, 10).await;
+    let scanned_later = volume(&sim, 10).await;
+    let older = backend
+        .create_snapshot(&request("sl-dup", &scanned_later))
+        .await
+        .expect("create");
+    // createDate has whole seconds.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let newer = backend
+        .create_snapshot(&request("sl-dup", &scanned_first))
+        .await
+        .expect("the re-sent create");
+    assert_ne!(older.id, newer.id);
+    for _ in 0..2 {
+        let found = backend
+            .find_snapshot_by_name("sl-dup")
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!(found.id, older.id, "the answer is not the oldest snapshot");
+    }
+}

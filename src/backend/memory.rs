@@ -122,6 +122,7 @@ impl Backend for MemoryBackend {
             expand_volume: true,
             get_capacity: self.capacity.is_some(),
             size_granularity_bytes: 1,
+            min_volume_bytes: 0,
             node_local: false,
             group_snapshot: true,
         }

@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod deltacloud;
 pub mod local;
 pub mod memory;
+pub mod names;
 pub mod registry;
 pub mod scp;
 pub mod softlayer;

@@ -274,6 +274,7 @@ impl Backend for Registry {
                 expand_volume: a.expand_volume || b.expand_volume,
                 get_capacity: a.get_capacity || b.get_capacity,
                 size_granularity_bytes: a.size_granularity_bytes.max(b.size_granularity_bytes),
+                min_volume_bytes: a.min_volume_bytes.max(b.min_volume_bytes),
                 node_local: a.node_local || b.node_local,
                 group_snapshot: a.group_snapshot || b.group_snapshot,
             })

@@ -61,6 +61,9 @@ pub struct Capabilities {
     pub get_capacity: bool,
     /// Volume sizes are rounded up to this many bytes (1 GiB for most clouds).
     pub size_granularity_bytes: u64,
+    /// The smallest volume the backend makes (0: none); smaller requests get this size, or
+    /// OUT_OF_RANGE when their limit is below it (SCP: 8 GB, `VolumeCreateRequest.size`).
+    pub min_volume_bytes: u64,
     /// Whether volumes live on one node (topology = that node) rather than in a cloud zone.
     pub node_local: bool,
     /// Several volumes can be snapshotted together, write-order consistent (CSI

@@ -17,6 +17,11 @@ use crate::secret::Secrets;
 use std::collections::BTreeMap;
 use tonic::{Request, Response, Status};
 
+/// Binary metadata of a ListSnapshots answer: the snapshots of the page that share their CSI
+/// name with another (`backend::names::page_duplicates`), as a JSON object id -> name, for
+/// `snapcsi ctl snapshot list` (CSI's `Snapshot` message carries no name). Absent when none.
+pub const DUPLICATE_NAMES_KEY: &str = "snapcsi-duplicate-names-bin";
+
 /// Smallest volume each file system can be created on (mkfs.xfs refuses below 300 MiB).
 const XFS_MIN_BYTES: u64 = 300 << 20;
 const EXT4_MIN_BYTES: u64 = 16 << 20;
@@ -200,7 +205,7 @@ impl ControllerService {
     async fn list_snapshots_inner(
         &self,
         req: csi::ListSnapshotsRequest,
-    ) -> Result<csi::ListSnapshotsResponse> {
+    ) -> Result<(csi::ListSnapshotsResponse, BTreeMap<String, String>)> {
         self.require(self.caps().create_delete_snapshot, "ListSnapshots")?;
         let snapshot_id = (!req.snapshot_id.is_empty())
             .then(|| validate::id("snapshot_id", &req.snapshot_id).map(SnapshotId::new))
@@ -220,7 +225,8 @@ impl ControllerService {
                 &req.starting_token,
             )
             .await?;
-        Ok(csi::ListSnapshotsResponse {
+        let duplicates = crate::backend::names::page_duplicates(&items);
+        let response = csi::ListSnapshotsResponse {
             entries: items
                 .iter()
                 .map(|s| csi::list_snapshots_response::Entry {
@@ -228,7 +234,8 @@ impl ControllerService {
                 })
                 .collect(),
             next_token,
-        })
+        };
+        Ok((response, duplicates))
     }
 
     async fn list_volumes_inner(
@@ -450,12 +457,23 @@ impl Controller for ControllerService {
         &self,
         request: Request<csi::ListSnapshotsRequest>,
     ) -> std::result::Result<Response<csi::ListSnapshotsResponse>, Status> {
-        call(
+        let (answer, duplicates) = call(
             "ListSnapshots",
             self.ops.backend().kind(),
             self.list_snapshots_inner(request.into_inner()),
         )
-        .await
+        .await?
+        .into_inner();
+        let mut answer = Response::new(answer);
+        if !duplicates.is_empty()
+            && let Ok(json) = serde_json::to_vec(&duplicates)
+        {
+            answer.metadata_mut().insert_bin(
+                DUPLICATE_NAMES_KEY,
+                tonic::metadata::MetadataValue::from_bytes(&json),
+            );
+        }
+        Ok(answer)
     }
 
     async fn get_snapshot(

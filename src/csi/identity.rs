@@ -10,7 +10,13 @@ use crate::proto::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
+
+/// How long a Probe answer is reused. The liveness probe and every sidecar call Probe every
+/// few seconds, and a backend's health check is a cloud call (an authenticated one, so that a
+/// refused password shows): one check answers all the probes of this window.
+const PROBE_REUSE: Duration = Duration::from_secs(5);
 
 /// Identity: who we are, what we serve, whether we are ready.
 pub struct IdentityService {
@@ -19,6 +25,9 @@ pub struct IdentityService {
     backend: Option<Arc<dyn Backend>>,
     /// The data directory, when this process serves node-local volumes.
     node_layout: Option<Layout>,
+    /// The last check's answer and when it was made. Probes wait on the lock while a check
+    /// runs, so probes arriving together make one check.
+    last_check: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl IdentityService {
@@ -32,7 +41,21 @@ impl IdentityService {
             driver_name,
             backend,
             node_layout,
+            last_check: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// [`Self::check`], or its answer of less than [`PROBE_REUSE`] ago.
+    async fn recent_check(&self) -> Result<(), String> {
+        let mut last = self.last_check.lock().await;
+        if let Some((at, answer)) = last.as_ref()
+            && at.elapsed() < PROBE_REUSE
+        {
+            return answer.clone();
+        }
+        let answer = self.check().await;
+        *last = Some((Instant::now(), answer.clone()));
+        answer
     }
 
     async fn check(&self) -> Result<(), String> {
@@ -115,7 +138,7 @@ impl Identity for IdentityService {
         &self,
         _request: Request<ProbeRequest>,
     ) -> Result<Response<ProbeResponse>, Status> {
-        match self.check().await {
+        match self.recent_check().await {
             Ok(()) => Ok(Response::new(ProbeResponse { ready: Some(true) })),
             Err(reason) => {
                 tracing::warn!(%reason, "probe: not ready");

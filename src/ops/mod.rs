@@ -362,7 +362,9 @@ impl Ops {
     }
 
     fn choose_size(&self, range: SizeRange, source_size: Option<u64>, min: u64) -> Result<u64> {
-        let granularity = self.backend.capabilities().size_granularity_bytes.max(1);
+        let capabilities = self.backend.capabilities();
+        let granularity = capabilities.size_granularity_bytes.max(1);
+        let min = min.max(capabilities.min_volume_bytes);
         if let Some(source) = source_size
             && range.limit != 0
             && range.limit < source
@@ -387,8 +389,8 @@ impl Ops {
         if range.limit != 0 && rounded > range.limit {
             return Err(Error::OutOfRange(format!(
                 "capacity_range: {wanted} bytes rounded up to the backend's granularity of \
-                 {granularity} bytes (and the file system minimum of {min}) is {rounded}, \
-                 above limit_bytes {}",
+                 {granularity} bytes (and the file system's and backend's minimum of {min}) \
+                 is {rounded}, above limit_bytes {}",
                 range.limit
             )));
         }

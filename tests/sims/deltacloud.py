@@ -4,7 +4,9 @@
 Written from the seed document (shared/seeds/002_c04586fc60814ab5.txt) and the facts of
 issue 5; Python standard library only (xml.etree builds the XML).
 
-  GET    /api                            entry point (driver, version, links)
+  GET    /api                            entry point (driver, version, links); no credentials
+                                         needed, as on Deltacloud
+  GET    /api/realms, GET /api/realms/:id the realms (one per --realm), optional ?id=
   GET    /api/storage_snapshots          optional ?id= filter
   GET    /api/storage_snapshots/:id
   POST   /api/storage_snapshots          form: volume_id (required), name, description -> 201
@@ -14,7 +16,9 @@ issue 5; Python standard library only (xml.etree builds the XML).
                                          description -> 201
   DELETE /api/storage_volumes/:id        -> 204
 
-XML by default; JSON with ?format=json or Accept: application/json. HTTP basic auth. The
+XML by default; JSON with ?format=json or Accept: application/json. HTTP basic auth on
+every collection (the entry point answers without it: a wrong password is found only by a
+call that needs it, issue 15). The
 cloud under Deltacloud is chosen with X-Deltacloud-Driver / X-Deltacloud-Provider; this
 simulator plays one driver (--driver, default "ec2") and refuses any other. Like EC2 under
 Deltacloud, it does not keep the `name` given to a snapshot or volume: the `<name>` element
@@ -27,6 +31,11 @@ Control endpoint for tests (no auth, not part of Deltacloud):
                    "pending_state": "pending",
                    "keep_descriptions": true}  (false: play a driver that drops them)
   GET  /_control  counters; POST /_control/reset drops everything.
+  POST /_control/seed {"volumes": [{"id", "description", "created", "capacity"}],
+                       "snapshots": [{"id", "volume_id", "description", "created"}]}
+                  adds ready objects with the ids and creation times given (EC2's ids are
+                  random, so id order is not creation order; two objects of one name are
+                  what a create re-sent after its answer was lost leaves).
 HTTP-level faults and snapshot modes go through `/_faults` (tests/sims/faults.py, the
 mechanism every simulator here shares): "stuck" keeps new snapshots pending, "error" makes
 them end in `error`; "error_deleting" is refused, Deltacloud having no such state (a failed
@@ -198,7 +207,8 @@ class Handler(BaseHTTPRequestHandler):
                 body = self.read_body()
                 if url.path.startswith("/_control"):
                     return self.control(verb, url.path, body)
-                self.check_auth()
+                if not (verb == "GET" and url.path.rstrip("/") == "/api"):
+                    self.check_auth()
                 self.check_driver()
                 self.api(verb, url.path, query, body, as_json)
             except Fault as fault:
@@ -258,6 +268,23 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/_control/reset" and verb == "POST":
                 state.reset()
                 return self.send(200, b"{}", "application/json")
+            if path == "/_control/seed" and verb == "POST":
+                for item in spec.get("volumes", []):
+                    state.volumes[item["id"]] = {
+                        "id": item["id"], "description": item.get("description"),
+                        "created": item.get("created") or created_text(),
+                        "capacity": int(item.get("capacity", 1)),
+                        "realm": self.server.realms[0], "ready_at": 0.0,
+                    }
+                for item in spec.get("snapshots", []):
+                    volume = state.volumes[item["volume_id"]]
+                    state.snapshots[item["id"]] = {
+                        "id": item["id"], "description": item.get("description"),
+                        "created": item.get("created") or created_text(),
+                        "volume": volume["id"], "size": volume["capacity"], "ready_at": 0.0,
+                        "error": False, "stuck": False,
+                    }
+                return self.send(200, b"{}", "application/json")
             if path == "/_control" and verb == "POST":
                 known = {"pending_seconds", "ready_state", "pending_state",
                          "keep_descriptions"}
@@ -290,6 +317,8 @@ class Handler(BaseHTTPRequestHandler):
             if len(parts) == 1 and verb == "GET":
                 return self.entry_point(as_json)
             collection = parts[1] if len(parts) > 1 else ""
+            if collection == "realms":
+                return self.realms(verb, parts, query, as_json)
             if collection not in ("storage_snapshots", "storage_volumes"):
                 raise Fault(404, "not_found", f"No collection {collection!r}")
             table = state.snapshots if collection == "storage_snapshots" else state.volumes
@@ -356,6 +385,34 @@ class Handler(BaseHTTPRequestHandler):
             links.append({"rel": rel, "href": f"{base}/{rel}"})
         obj = {"api": {"driver": self.server.driver, "version": "1.1.3", "links": links}}
         return self.send_doc(200, as_json, root, obj)
+
+    def realms(self, verb, parts, query, as_json):
+        if verb != "GET":
+            raise Fault(405, "method_not_allowed", f"{verb} is not allowed on realms")
+        base = self.base_url()
+
+        def render(realm):
+            el = ET.Element("realm", href=f"{base}/realms/{realm}", id=realm)
+            ET.SubElement(el, "name").text = realm
+            ET.SubElement(el, "state").text = "AVAILABLE"
+            ET.SubElement(el, "limit").text = ""
+            return el, {"id": realm, "href": f"{base}/realms/{realm}", "name": realm,
+                        "state": "AVAILABLE", "limit": ""}
+
+        if len(parts) == 3:
+            if parts[2] not in self.server.realms:
+                raise Fault(404, "not_found", f"Realm '{parts[2]}' not found")
+            element, obj = render(parts[2])
+            return self.send_doc(200, as_json, element, {"realm": obj})
+        root = ET.Element("realms")
+        objs = []
+        for realm in self.server.realms:
+            if "id" in query and query["id"] != realm:
+                continue
+            element, obj = render(realm)
+            root.append(element)
+            objs.append(obj)
+        return self.send_doc(200, as_json, root, {"realms": objs})
 
     def create_snapshot(self, form):
         state = self.server.state

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """A strict simulator of the Samsung Cloud Platform (SCP) Virtual Server OpenAPI, for tests.
 
-Written from seed 003 (`POST /v1/snapshots`, versions 1.0-1.3 and their Not Before dates) and
-the SCP SDK facts in issue 4 (signed headers, the other snapshot and volume calls). Python
-standard library only. It refuses what the service would refuse:
+Written from seed 003 (`POST /v1/snapshots`, versions 1.0-1.3 and their Not Before dates), the
+SCP SDK facts in issue 4 (signed headers, the other snapshot and volume calls) and the types of
+the SDK generated from the service's OpenAPI (SamsungSDSCloud/terraform-sdk-samsungcloudplatformv2,
+library/virtualserver 1.0, issue 15), which outrank a seed's example value. Python standard
+library only. It refuses what the service would refuse:
 
   * every request is signed: `Scp-Signature` is recomputed from the request exactly as
     received (method + `http://` (or `https://`) + Host + the raw request target + `Scp-Timestamp` +
@@ -17,14 +19,48 @@ standard library only. It refuses what the service would refuse:
   * JSON bodies: `Content-Type: application/json`, UTF-8, an object with exactly the
     documented fields and types; unknown query parameters, bad numbers -> 400.
 
+The SDK's types, as enforced here:
+  * `SnapshotCreateRequest`: `name` (required, 1-255 characters of `[a-zA-Z0-9-_ ]`),
+    `volume_id` (required), `description` (string|null), `force` (bool|null), `metadata`
+    (object|null: `map[string]interface{}` in the SDK). A `metadata` string (the seed's
+    example `"metadata": ""`) is refused.
+  * `SnapshotDetailResponse`: `id`, `volume_id`, `size`, `created_at` always; `name`,
+    `status`, `metadata` (an object), `description`, `updated_at`, `user_id` nullable.
+  * `VolumeCreateRequest`: `name` (required, 1-255 of `[a-zA-Z0-9-_ ]`), `size` (required,
+    integer, minimum 8), `snapshot_id`, `volume_type` (string|null), `tags` (array of
+    `{key, value}`|null). `VolumeExtendRequest`: `size` (integer, minimum 8).
+  * `VolumeShowResponse`: `state` (not `status`), `created_at`, `modified_at`, `servers`...
+  * `GET /v1/snapshots` takes `volume_id`, `name`, `limit`, `offset`, `marker`, `with_count`;
+    `GET /v1/volumes` takes `name`, `state`, `bootable`, `limit`, `offset`, `marker`,
+    `with_count` (and `sort`, which this simulator does not model: refused with a 400 that
+    says so). `count` is answered only with `with_count=true` (it is nullable).
+  * `POST /v1/volumes/{id}/servers` `{server_id, delete_on_termination}` attaches a volume
+    (state `in-use`), `DELETE /v1/volumes/{id}/servers/{server_id}` detaches it.
+
+Assumptions (the SDK has the types, not the service's behaviour):
+  * Objects are created in `creating` and become `available` after a configurable delay
+    (`--volume-delay`, `--snapshot-delay`); an extended volume is `extending` for the volume
+    delay. The states are Cinder's (the service is Cinder underneath: `available`, `in-use`,
+    `creating`, `extending`, `error`, ...).
+  * Metadata values are strings of at most 255 characters, keys 1-255 (Cinder's rule).
+  * State conflicts are 400 with a code naming the conflict, as the issue reports them:
+    `InvalidVolumeState` (a volume not `available` for a snapshot, an extend or a delete;
+    an attached one needs `force` to be snapshotted), `InvalidSnapshotState` (restore or
+    delete of a snapshot still `creating`), `VolumeInUse` (delete of an attached volume),
+    `VolumeHasSnapshots` (delete without `cascade=true` of a volume with snapshots).
+    Malformed requests are 400 `InvalidParameter` / `InvalidRequestBody`.
+  * Deletes take effect at once (no `deleting` state).
+
 Errors are answered as `{"code": "...", "message": "..."}` (the exact SCP wrapper is not
 documented in the seed; this is the simulator's assumption).
 
-Objects are created in `creating` and become `available` after a configurable delay.
 HTTP-level faults and snapshot modes are injected through `/_faults` (tests/sims/faults.py,
-the mechanism every simulator here shares); `GET /_sim/stats` answers request counters.
-Every answer carries an `X-Request-Id` (seed 003 names no request-id header; this is the one
-the driver's HTTP client reads).
+the mechanism every simulator here shares); `GET /_sim/stats` answers request counters;
+`POST /_sim/seed {"snapshots": [...], "volumes": [...]}` adds `available` objects with given
+fields (`name`, `volume_id`, `metadata` of any JSON type as an older service answered it,
+`size`, `created_at`), to play objects this simulator would not make itself (a string
+`metadata`, two objects of one name left by a lost create, listed newest first). Every answer carries an `X-Request-Id` (seed 003 names no
+request-id header; this is the one the driver's HTTP client reads).
 
 Usage: scp.py --port 0 --credential AK:SK[:ACCOUNT] [--credential ...]
               [--snapshot-delay S] [--volume-delay S] [--today YYYY-MM-DD] [--window S]
@@ -37,6 +73,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import re
 import sys
 import threading
 import time
@@ -59,6 +96,12 @@ SIGNED_HEADERS = ("Scp-Accesskey", "Scp-Timestamp", "Scp-ClientType", "Scp-Signa
 CLIENT_TYPE = "Openapi"
 MAX_LIMIT = 1000
 USER_ID = "570907805e5447be84b618450ef5200t"
+# SnapshotCreateRequest.name / VolumeCreateRequest.name (OpenAPI `pattern`, `maxLength` 255).
+NAME = re.compile(r"^[a-zA-Z0-9\-_ ]{1,255}$")
+# VolumeCreateRequest.size, VolumeExtendRequest.size (OpenAPI `minimum`); the maximum is ours.
+MIN_GB, MAX_GB = 8, 16384
+# States a volume may be deleted in (Cinder's rule).
+DELETABLE = ("available", "error", "error_restoring", "error_extending")
 
 
 class Reject(Exception):
@@ -73,7 +116,32 @@ class Reject(Exception):
 
 
 def now_rfc3339():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Microseconds, as the service's Cinder does: two creates in one second stay ordered.
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def check_name(value):
+    if not NAME.match(value):
+        raise Reject(
+            400,
+            "InvalidParameter",
+            "name must have 1 to 255 characters of letters, digits, '-', '_' and space",
+        )
+
+
+def check_metadata(value):
+    if value is None:
+        return {}
+    for key, item in value.items():
+        if not key or len(key) > 255:
+            raise Reject(400, "InvalidParameter", "metadata keys must have 1 to 255 characters")
+        if not isinstance(item, str) or len(item) > 255:
+            raise Reject(
+                400,
+                "InvalidParameter",
+                f"metadata value of {key!r} must be a string of at most 255 characters",
+            )
+    return dict(value)
 
 
 class State:
@@ -131,7 +199,31 @@ class State:
         return "error" if snap["mode"] == "error" else "available"
 
     def volume_state(self, vol):
-        return "creating" if time.monotonic() < vol["ready_at"] else "available"
+        now = time.monotonic()
+        if now < vol["ready_at"]:
+            return "creating"
+        if now < vol.get("extended_at", 0.0):
+            return "extending"
+        return "in-use" if vol["servers"] else "available"
+
+    def new_snapshot(self, name, volume_id, size, description, metadata, delay, mode,
+                     created_at=None):
+        stamp = created_at or now_rfc3339()
+        snap = {
+            "id": str(uuid.uuid4()),
+            "seq": self.next_seq(),
+            "name": name,
+            "volume_id": volume_id,
+            "size": size,
+            "description": description,
+            "metadata": metadata,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "ready_at": time.monotonic() + delay,
+            "mode": mode,
+        }
+        self.snapshots[snap["id"]] = snap
+        return snap
 
     def snapshot_view(self, snap):
         return {
@@ -162,7 +254,7 @@ class State:
             "bootable": False,
             "encrypted": False,
             "multiattach": False,
-            "servers": [],
+            "servers": [dict(s) for s in vol["servers"]],
         }
 
 
@@ -184,7 +276,10 @@ def check_fields(body, spec):
             for t in types
         )
         if not ok:
-            names = "/".join("null" if t is None else t.__name__ for t in types)
+            names = "/".join(
+                "null" if t is None else {"dict": "object", "list": "array"}.get(t.__name__, t.__name__)
+                for t in types
+            )
             raise Reject(
                 400,
                 "InvalidParameter",
@@ -217,6 +312,22 @@ def int_param(query, key, low, high):
     if value < low or value > high:
         raise Reject(400, "InvalidParameter", f"{key} must be between {low} and {high}")
     return value
+
+
+def bool_param(query, key):
+    text = query.get(key)
+    if text is None:
+        return False
+    if text not in ("true", "false"):
+        raise Reject(400, "InvalidParameter", f"{key} must be true or false, got {text!r}")
+    return text == "true"
+
+
+def check_size(size):
+    if size < MIN_GB or size > MAX_GB:
+        raise Reject(
+            400, "InvalidParameter", f"size must be between {MIN_GB} and {MAX_GB} GB, got {size}"
+        )
 
 
 def page(state, collection, items, query, view):
@@ -330,6 +441,40 @@ class Handler(BaseHTTPRequestHandler):
                 state.reset()
                 state.plan.reset()
                 return self.send_json(204, None)
+            if method == "POST" and path == "/_sim/seed":
+                spec = json.loads(body or b"{}")
+                made = []
+                for item in spec.get("snapshots", []):
+                    volume = state.volumes.get(item.get("volume_id"))
+                    snap = state.new_snapshot(
+                        name=item.get("name"),
+                        volume_id=item.get("volume_id"),
+                        size=volume["size"] if volume else item.get("size", MIN_GB),
+                        description=item.get("description"),
+                        metadata=item.get("metadata"),
+                        delay=0.0,
+                        mode="normal",
+                        created_at=item.get("created_at"),
+                    )
+                    made.append(snap["id"])
+                volumes = []
+                for item in spec.get("volumes", []):
+                    stamp = item.get("created_at") or now_rfc3339()
+                    vol = {
+                        "id": str(uuid.uuid4()),
+                        "seq": state.next_seq(),
+                        "name": item.get("name"),
+                        "size": item.get("size", MIN_GB),
+                        "snapshot_id": None,
+                        "volume_type": "SSD",
+                        "created_at": stamp,
+                        "modified_at": stamp,
+                        "ready_at": 0.0,
+                        "servers": [],
+                    }
+                    state.volumes[vol["id"]] = vol
+                    volumes.append(vol["id"])
+                return self.send_json(200, {"snapshots": made, "volumes": volumes})
         raise Reject(404, "NotFound", f"no control endpoint {method} {path}")
 
     # -- authentication and versions ------------------------------------------------------
@@ -431,29 +576,35 @@ class Handler(BaseHTTPRequestHandler):
         if method in ("GET", "DELETE") and body:
             raise Reject(400, "InvalidRequestBody", f"{method} takes no body")
         collection, rest = parts[1], parts[2:]
+        # (collection, number of segments after it, the second one, method)
         handlers = {
-            ("snapshots", 0, "GET"): self.list_snapshots,
-            ("snapshots", 0, "POST"): self.create_snapshot,
-            ("snapshots", 1, "GET"): self.show_snapshot,
-            ("snapshots", 1, "DELETE"): self.delete_snapshot,
-            ("volumes", 0, "GET"): self.list_volumes,
-            ("volumes", 0, "POST"): self.create_volume,
-            ("volumes", 1, "GET"): self.show_volume,
-            ("volumes", 1, "DELETE"): self.delete_volume,
-            ("volumes", 2, "PUT"): self.extend_volume,
+            ("snapshots", 0, None, "GET"): self.list_snapshots,
+            ("snapshots", 0, None, "POST"): self.create_snapshot,
+            ("snapshots", 1, None, "GET"): self.show_snapshot,
+            ("snapshots", 1, None, "DELETE"): self.delete_snapshot,
+            ("volumes", 0, None, "GET"): self.list_volumes,
+            ("volumes", 0, None, "POST"): self.create_volume,
+            ("volumes", 1, None, "GET"): self.show_volume,
+            ("volumes", 1, None, "DELETE"): self.delete_volume,
+            ("volumes", 2, "size", "PUT"): self.extend_volume,
+            ("volumes", 2, "servers", "POST"): self.attach_volume,
+            ("volumes", 3, "servers", "DELETE"): self.detach_volume,
         }
-        if len(rest) == 2 and rest[1] != "size":
-            raise Reject(404, "NotFound", f"no such resource {path}")
-        handler = handlers.get((collection, len(rest), method))
+        second = rest[1] if len(rest) > 1 else None
+        handler = handlers.get((collection, len(rest), second, method))
         if handler is None:
-            if len(rest) > 2:
-                raise Reject(404, "NotFound", f"no such resource {path}")
-            raise Reject(405, "MethodNotAllowed", f"{method} is not allowed on {path}")
+            known = {(c, n, s) for (c, n, s, _) in handlers}
+            if (collection, len(rest), second) in known:
+                raise Reject(405, "MethodNotAllowed", f"{method} is not allowed on {path}")
+            raise Reject(404, "NotFound", f"no such resource {path}")
+        if len(rest) == 3:
+            return handler(rest[0], rest[2], query, body)
         return handler(rest[0] if rest else None, query, body)
 
     def list_snapshots(self, _id, query, _body):
         state = self.server.state
-        q = parse_query(query, {"volume_id", "name", "limit", "offset", "marker"})
+        q = parse_query(query, {"volume_id", "name", "limit", "offset", "marker", "with_count"})
+        with_count = bool_param(q, "with_count")
         with state.lock:
             items = sorted(state.snapshots.values(), key=lambda s: s["seq"])
             if "volume_id" in q:
@@ -462,7 +613,7 @@ class Handler(BaseHTTPRequestHandler):
                 items = [s for s in items if s["name"] == q["name"]]
             count = len(items)
             shown = page(state, state.snapshots, items, q, state.snapshot_view)
-        return 200, {"count": count, "snapshots": shown}
+        return 200, {"count": count if with_count else None, "snapshots": shown}
 
     def create_snapshot(self, _id, query, body):
         state = self.server.state
@@ -474,38 +625,38 @@ class Handler(BaseHTTPRequestHandler):
                 "name": (True, (str,)),
                 "volume_id": (True, (str,)),
                 "description": (False, (str, None)),
-                "force": (False, (bool,)),
-                "metadata": (False, (str,)),
+                "force": (False, (bool, None)),
+                "metadata": (False, (dict, None)),
             },
         )
-        if not data["name"] or len(data["name"]) > 255:
-            raise Reject(400, "InvalidParameter", "name must have 1 to 255 characters")
+        check_name(data["name"])
+        metadata = check_metadata(data.get("metadata"))
         with state.lock:
             volume = state.volumes.get(data["volume_id"])
             if volume is None:
                 raise Reject(404, "VolumeNotFound", f"volume {data['volume_id']} not found")
-            if state.volume_state(volume) != "available":
+            current = state.volume_state(volume)
+            if current == "in-use" and not data.get("force"):
                 raise Reject(
                     400,
-                    "InvalidVolume",
-                    f"volume {volume['id']} is {state.volume_state(volume)}, not available",
+                    "InvalidVolumeState",
+                    f"volume {volume['id']} is in-use: snapshot it with force",
                 )
-            stamp = now_rfc3339()
-            mode = state.snapshot_mode
-            snap = {
-                "id": str(uuid.uuid4()),
-                "seq": state.next_seq(),
-                "name": data["name"],
-                "volume_id": volume["id"],
-                "size": volume["size"],
-                "description": data.get("description"),
-                "metadata": data.get("metadata", ""),
-                "created_at": stamp,
-                "updated_at": stamp,
-                "ready_at": time.monotonic() + state.snapshot_delay,
-                "mode": mode,
-            }
-            state.snapshots[snap["id"]] = snap
+            if current not in ("available", "in-use"):
+                raise Reject(
+                    400,
+                    "InvalidVolumeState",
+                    f"volume {volume['id']} is {current}, not available",
+                )
+            snap = state.new_snapshot(
+                name=data["name"],
+                volume_id=volume["id"],
+                size=volume["size"],
+                description=data.get("description"),
+                metadata=metadata,
+                delay=state.snapshot_delay,
+                mode=state.snapshot_mode,
+            )
             return 202, state.snapshot_view(snap)
 
     def show_snapshot(self, snapshot_id, query, _body):
@@ -524,6 +675,14 @@ class Handler(BaseHTTPRequestHandler):
             snap = state.snapshots.get(snapshot_id)
             if snap is None:
                 raise Reject(404, "SnapshotNotFound", f"snapshot {snapshot_id} not found")
+            current = state.snapshot_status(snap)
+            if current not in ("available", "error", "error_deleting"):
+                raise Reject(
+                    400,
+                    "InvalidSnapshotState",
+                    f"snapshot {snapshot_id} is {current}: only an available or failed "
+                    "snapshot can be deleted",
+                )
             if state.snapshot_mode == "error_deleting" and snap["mode"] != "error_deleting":
                 # The delete is accepted, then fails in the service: the snapshot stays,
                 # in `error_deleting`; the next delete removes it.
@@ -535,16 +694,25 @@ class Handler(BaseHTTPRequestHandler):
 
     def list_volumes(self, _id, query, _body):
         state = self.server.state
-        q = parse_query(query, {"name", "state", "limit", "offset", "marker", "with_count"})
+        q = parse_query(
+            query, {"name", "state", "bootable", "limit", "offset", "marker", "with_count", "sort"}
+        )
+        if "sort" in q:
+            raise Reject(400, "InvalidParameter", "sort is not modelled by this simulator")
+        with_count = bool_param(q, "with_count")
+        bootable = bool_param(q, "bootable")
         with state.lock:
             items = sorted(state.volumes.values(), key=lambda v: v["seq"])
             if "name" in q:
                 items = [v for v in items if v["name"] == q["name"]]
             if "state" in q:
                 items = [v for v in items if state.volume_state(v) == q["state"]]
+            if bootable:
+                # No volume here is bootable.
+                items = []
             count = len(items)
             shown = page(state, state.volumes, items, q, state.volume_view)
-        return 200, {"count": count, "volumes": shown}
+        return 200, {"count": count if with_count else None, "volumes": shown}
 
     def create_volume(self, _id, query, body):
         state = self.server.state
@@ -557,20 +725,26 @@ class Handler(BaseHTTPRequestHandler):
                 "size": (True, (int,)),
                 "volume_type": (False, (str, None)),
                 "snapshot_id": (False, (str, None)),
+                "tags": (False, (list, None)),
             },
         )
-        if not data["name"] or len(data["name"]) > 255:
-            raise Reject(400, "InvalidParameter", "name must have 1 to 255 characters")
-        if data["size"] < 1 or data["size"] > 16384:
-            raise Reject(400, "InvalidParameter", "size must be between 1 and 16384 GB")
+        check_name(data["name"])
+        check_size(data["size"])
+        for tag in data.get("tags") or []:
+            check_fields(tag, {"key": (True, (str,)), "value": (False, (str, None))})
         with state.lock:
             snapshot_id = data.get("snapshot_id")
             if snapshot_id is not None:
                 snap = state.snapshots.get(snapshot_id)
                 if snap is None:
                     raise Reject(404, "SnapshotNotFound", f"snapshot {snapshot_id} not found")
-                if state.snapshot_status(snap) != "available":
-                    raise Reject(400, "InvalidSnapshot", f"snapshot {snapshot_id} is not available")
+                current = state.snapshot_status(snap)
+                if current != "available":
+                    raise Reject(
+                        400,
+                        "InvalidSnapshotState",
+                        f"snapshot {snapshot_id} is {current}, not available",
+                    )
                 if data["size"] < snap["size"]:
                     raise Reject(
                         400,
@@ -588,6 +762,7 @@ class Handler(BaseHTTPRequestHandler):
                 "created_at": stamp,
                 "modified_at": stamp,
                 "ready_at": time.monotonic() + state.volume_delay,
+                "servers": [],
             }
             state.volumes[vol["id"]] = vol
             return 202, state.volume_view(vol)
@@ -604,14 +779,27 @@ class Handler(BaseHTTPRequestHandler):
     def delete_volume(self, volume_id, query, _body):
         state = self.server.state
         q = parse_query(query, {"cascade"})
-        cascade = q.get("cascade", "false")
-        if cascade not in ("true", "false"):
-            raise Reject(400, "InvalidParameter", "cascade must be true or false")
+        cascade = bool_param(q, "cascade")
         with state.lock:
-            if volume_id not in state.volumes:
+            vol = state.volumes.get(volume_id)
+            if vol is None:
                 raise Reject(404, "VolumeNotFound", f"volume {volume_id} not found")
+            current = state.volume_state(vol)
+            if current == "in-use":
+                raise Reject(
+                    400,
+                    "VolumeInUse",
+                    f"volume {volume_id} is attached to {len(vol['servers'])} server(s)",
+                )
+            if current not in DELETABLE:
+                raise Reject(
+                    400,
+                    "InvalidVolumeState",
+                    f"volume {volume_id} is {current}: only an available or failed volume "
+                    "can be deleted",
+                )
             dependents = [s for s in state.snapshots.values() if s["volume_id"] == volume_id]
-            if dependents and cascade != "true":
+            if dependents and not cascade:
                 raise Reject(
                     400,
                     "VolumeHasSnapshots",
@@ -627,12 +815,18 @@ class Handler(BaseHTTPRequestHandler):
         parse_query(query, set())
         data = self.json_body(body)
         check_fields(data, {"size": (True, (int,))})
+        check_size(data["size"])
         with state.lock:
             vol = state.volumes.get(volume_id)
             if vol is None:
                 raise Reject(404, "VolumeNotFound", f"volume {volume_id} not found")
-            if state.volume_state(vol) != "available":
-                raise Reject(400, "InvalidVolume", f"volume {volume_id} is not available")
+            current = state.volume_state(vol)
+            if current not in ("available", "in-use"):
+                raise Reject(
+                    400,
+                    "InvalidVolumeState",
+                    f"volume {volume_id} is {current}, not available",
+                )
             if data["size"] <= vol["size"]:
                 raise Reject(
                     400,
@@ -641,7 +835,51 @@ class Handler(BaseHTTPRequestHandler):
                 )
             vol["size"] = data["size"]
             vol["modified_at"] = now_rfc3339()
+            vol["extended_at"] = time.monotonic() + state.volume_delay
             return 200, state.volume_view(vol)
+
+    def attach_volume(self, volume_id, query, body):
+        state = self.server.state
+        parse_query(query, set())
+        data = self.json_body(body)
+        check_fields(
+            data,
+            {"server_id": (True, (str,)), "delete_on_termination": (False, (bool, None))},
+        )
+        with state.lock:
+            vol = state.volumes.get(volume_id)
+            if vol is None:
+                raise Reject(404, "VolumeNotFound", f"volume {volume_id} not found")
+            current = state.volume_state(vol)
+            if current != "available":
+                raise Reject(
+                    400, "InvalidVolumeState", f"volume {volume_id} is {current}, not available"
+                )
+            attachment = {
+                "id": data["server_id"],
+                "device": "/dev/vdb",
+                "attached_at": now_rfc3339(),
+            }
+            vol["servers"].append(attachment)
+            return 200, {
+                "volume_id": volume_id,
+                "server_id": data["server_id"],
+                "device": attachment["device"],
+                "delete_on_termination": bool(data.get("delete_on_termination")),
+            }
+
+    def detach_volume(self, volume_id, server_id, query, _body):
+        state = self.server.state
+        parse_query(query, set())
+        with state.lock:
+            vol = state.volumes.get(volume_id)
+            if vol is None:
+                raise Reject(404, "VolumeNotFound", f"volume {volume_id} not found")
+            kept = [s for s in vol["servers"] if s["id"] != server_id]
+            if len(kept) == len(vol["servers"]):
+                raise Reject(404, "NotFound", f"volume {volume_id} is not attached to {server_id}")
+            vol["servers"] = kept
+        return 204, None
 
 
 def main():

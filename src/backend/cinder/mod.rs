@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 
+use crate::backend::names::{self, Found};
 use crate::backend::{
     Backend, BackendError, BackendResult, Capabilities, CreateSnapshot, CreateVolume, ErrorKind,
     Page, PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
@@ -179,8 +180,9 @@ impl CinderBackend {
         Ok(Some(answer.body[kind.singular()].clone()))
     }
 
-    /// The not-going objects of `kind` whose name is `name` (Cinder's `name` filter).
-    async fn by_name(&self, kind: Kind, name: &str) -> BackendResult<Vec<Value>> {
+    /// The object of `kind` that answers for `name`: among the not-going ones Cinder's `name`
+    /// filter finds, the oldest (`backend::names`; Cinder lists newest first).
+    async fn by_name(&self, kind: Kind, name: &str) -> BackendResult<Option<Value>> {
         let path = format!(
             "/{}/detail?{}={}",
             kind.collection(),
@@ -195,11 +197,17 @@ impl CinderBackend {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        Ok(list
+        let found = list
             .into_iter()
             .filter(|o| self.ours(o, name))
             .filter(|o| !GOING.contains(&o["status"].as_str().unwrap_or_default()))
-            .collect())
+            .map(|o| Found {
+                id: o["id"].as_str().unwrap_or_default().to_owned(),
+                created_at: o["created_at"].as_str().and_then(client::parse_time),
+                object: o,
+            })
+            .collect();
+        Ok(names::pick("cinder", kind.singular(), name, found))
     }
 
     /// One page of `kind` through Cinder's `limit`/`marker`. Asks for one more than wanted to
@@ -532,6 +540,7 @@ impl Backend for CinderBackend {
             // Free space is an admin-only scheduler statistic in Cinder.
             get_capacity: false,
             size_granularity_bytes: GIB,
+            min_volume_bytes: 0,
             node_local: false,
             group_snapshot: false,
         }
@@ -644,8 +653,7 @@ impl Backend for CinderBackend {
     }
 
     async fn find_volume_by_name(&self, name: &str) -> BackendResult<Option<Volume>> {
-        let found = self.by_name(Kind::Volume, name).await?;
-        match found.into_iter().next() {
+        match self.by_name(Kind::Volume, name).await? {
             None => Ok(None),
             // A repeated CreateVolume: wait for the first one like the first call did.
             Some(v) => self.settle_volume(v).await.map(Some),
@@ -792,8 +800,7 @@ impl Backend for CinderBackend {
     }
 
     async fn find_snapshot_by_name(&self, name: &str) -> BackendResult<Option<Snapshot>> {
-        let found = self.by_name(Kind::Snapshot, name).await?;
-        let Some(s) = found.into_iter().next() else {
+        let Some(s) = self.by_name(Kind::Snapshot, name).await? else {
             return Ok(None);
         };
         let snapshot = self.snapshot_of(&s)?;

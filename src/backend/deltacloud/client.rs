@@ -85,6 +85,9 @@ pub struct XmlVolume {
     /// Free text the driver keeps; snapcsi's marker lives here.
     #[serde(default)]
     pub description: Option<String>,
+    /// `Thu Jul 28 21:54:19 UTC 2011`.
+    #[serde(default)]
+    pub created: Option<String>,
     /// Provisioned size.
     #[serde(default)]
     pub capacity: Option<XmlCapacity>,
@@ -108,6 +111,23 @@ pub struct XmlApi {
     /// API version.
     #[serde(rename = "@version", default)]
     pub version: Option<String>,
+}
+
+/// `<realm id='us-east-1a'>`: where volumes can be created.
+#[derive(Debug, Clone, Deserialize)]
+pub struct XmlRealm {
+    /// Realm id (the `realm_id` of a volume create).
+    #[serde(rename = "@id")]
+    pub id: String,
+    /// `AVAILABLE`, `UNAVAILABLE`, ...
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct XmlRealms {
+    #[serde(rename = "realm", default)]
+    pub(crate) items: Vec<XmlRealm>,
 }
 
 /// A snapshot as JSON gives it, with `state`.
@@ -285,18 +305,26 @@ impl DeltacloudClient {
         crate::http::json_body("deltacloud", operation, answer)
     }
 
-    /// `GET /api`: the entry point.
-    pub async fn entry_point(&self) -> BackendResult<XmlApi> {
+    /// `GET /api/realms`: a small collection that, unlike the entry point `GET /api`, needs
+    /// the credentials (the cloud under Deltacloud is asked), so a refused password shows.
+    pub async fn realms(&self) -> BackendResult<Vec<XmlRealm>> {
         let answer = self
-            .call("entry point", reqwest::Method::GET, "", Format::Xml, None)
+            .call(
+                "list realms",
+                reqwest::Method::GET,
+                "/realms",
+                Format::Xml,
+                None,
+            )
             .await?
             .ok_or_else(|| {
                 BackendError::not_found(format!(
-                    "deltacloud: no API entry point at {}",
+                    "deltacloud: no realms collection at {}/realms (is the endpoint the \
+                     Deltacloud API entry point, .../api?)",
                     self.endpoint
                 ))
             })?;
-        Self::xml("entry point", &answer)
+        Ok(Self::xml::<XmlRealms>("list realms", &answer)?.items)
     }
 
     /// `GET /api/storage_snapshots` (JSON, for `state`): the whole collection.

@@ -20,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 
+use crate::backend::names::{self, Found};
 use crate::backend::{
     Backend, BackendError, BackendResult, Capabilities, CreateSnapshot, CreateVolume, ErrorKind,
     Page, PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
@@ -282,6 +283,7 @@ impl Backend for DeltacloudBackend {
             expand_volume: false,
             get_capacity: false,
             size_granularity_bytes: GIB,
+            min_volume_bytes: 0,
             node_local: false,
             group_snapshot: false,
         }
@@ -311,8 +313,25 @@ impl Backend for DeltacloudBackend {
         }
     }
 
+    /// One authenticated call (`GET /api/realms`; the entry point answers without
+    /// credentials, so it cannot tell a refused password), which also shows whether the
+    /// configured `realm_id` exists.
     async fn health(&self) -> BackendResult<()> {
-        self.client.entry_point().await.map(|_| ())
+        let realms = self.client.realms().await?;
+        match &self.realm_id {
+            Some(wanted) if !realms.iter().any(|r| &r.id == wanted) => Err(BackendError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "deltacloud: realm_id {wanted:?} is not a realm of this cloud (realms: {})",
+                    realms
+                        .iter()
+                        .map(|r| r.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     async fn available_capacity(&self) -> BackendResult<Option<u64>> {
@@ -390,16 +409,20 @@ impl Backend for DeltacloudBackend {
 
     async fn find_volume_by_name(&self, name: &str) -> BackendResult<Option<Volume>> {
         let volumes = self.capped("storage_volumes", self.client.volumes().await?)?;
-        let mut found: Vec<&XmlVolume> = volumes
+        let found = volumes
             .iter()
             .filter(|v| {
                 Marker::parse(v.description.as_deref())
                     .is_some_and(|m| m.name == name && self.mine(&m))
             })
+            .map(|v| Found {
+                id: v.id.clone(),
+                created_at: v.created.as_deref().and_then(client::parse_created),
+                object: v,
+            })
             .collect();
         // Should an earlier race have made two, always answer with the same one.
-        found.sort_by(|a, b| a.id.cmp(&b.id));
-        match found.first() {
+        match names::pick("deltacloud", "volume", name, found) {
             None => Ok(None),
             Some(v) if readiness(v.state.as_deref()) == Readiness::Failed => {
                 Err(state_error("volume", &v.id, v.state.as_deref()))
@@ -494,15 +517,19 @@ impl Backend for DeltacloudBackend {
 
     async fn find_snapshot_by_name(&self, name: &str) -> BackendResult<Option<Snapshot>> {
         let snapshots = self.capped("storage_snapshots", self.client.snapshots().await?)?;
-        let mut found: Vec<&JsonSnapshot> = snapshots
+        let found = snapshots
             .iter()
             .filter(|s| {
                 Marker::parse(s.description.as_deref())
                     .is_some_and(|m| m.name == name && self.mine(&m))
             })
+            .map(|s| Found {
+                id: s.id.clone(),
+                created_at: s.created.as_deref().and_then(client::parse_created),
+                object: s,
+            })
             .collect();
-        found.sort_by(|a, b| a.id.cmp(&b.id));
-        match found.first() {
+        match names::pick("deltacloud", "snapshot", name, found) {
             None => Ok(None),
             Some(s) if readiness(s.state.as_deref()) == Readiness::Failed => {
                 Err(state_error("snapshot", &s.id, s.state.as_deref()))

@@ -368,6 +368,7 @@ impl Backend for LocalBackend {
             expand_volume: true,
             get_capacity: true,
             size_granularity_bytes: GRANULARITY,
+            min_volume_bytes: 0,
             node_local: true,
             group_snapshot: true,
         }

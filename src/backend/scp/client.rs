@@ -1,8 +1,10 @@
 //! The raw SCP Virtual Server OpenAPI: signed requests and the JSON shapes the backend reads.
 //!
 //! Paths, fields and headers come from seed 003 (`POST /v1/snapshots`, its body and its 202
-//! answer) and the SCP SDK facts quoted in issue 4 (the other snapshot and volume calls, the
-//! signing headers). Nothing here decides what an answer means for CSI; `super` does.
+//! answer), the SCP SDK facts quoted in issue 4 (the other snapshot and volume calls, the
+//! signing headers) and the types of the SDK generated from the service's OpenAPI
+//! (library/virtualserver, issue 15), which outrank a seed's example value. Nothing here
+//! decides what an answer means for CSI; `super` does.
 
 use super::error;
 use super::signer::{self, CLIENT_TYPE, SigningInput};
@@ -12,6 +14,7 @@ use crate::secret::Secret;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The credentials one request is signed with.
 #[derive(Clone)]
@@ -69,7 +72,7 @@ pub struct ScpClient {
     accept_language: HeaderValue,
 }
 
-/// `SnapshotCreateRequest` (seed 003 request body).
+/// `SnapshotCreateRequest` (seed 003 request body; field types from the SDK).
 #[derive(Debug, Serialize)]
 pub struct SnapshotCreateRequest<'a> {
     /// Snapshot name: the CSI name.
@@ -80,28 +83,31 @@ pub struct SnapshotCreateRequest<'a> {
     pub description: &'a str,
     /// Snapshot even when attached.
     pub force: bool,
-    /// A string (seed 003: `"metadata": ""`); carries the CSI name and cluster as JSON text.
-    pub metadata: &'a str,
+    /// An object (`map[string]interface{}` in the SDK; the seed's `"metadata": ""` example
+    /// is not what the service takes) with string values: the CSI name and the cluster.
+    pub metadata: &'a BTreeMap<&'static str, String>,
 }
 
-/// `SnapshotDetailResponse` (seed 003 answer), the fields the backend reads.
+/// `SnapshotDetailResponse`, the fields the backend reads.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SnapshotDetail {
     /// Snapshot id.
     pub id: String,
-    /// Cloud name.
+    /// Cloud name (nullable).
     #[serde(default)]
     pub name: Option<String>,
     /// Source volume.
     pub volume_id: String,
     /// Size in GB (GiB).
     pub size: u64,
-    /// `creating`, `available`, `error`, … (only `available` is documented).
-    pub status: String,
+    /// `creating`, `available`, `error`, … (nullable in the SDK: absent reads as not ready).
+    #[serde(default)]
+    pub status: Option<String>,
     /// RFC 3339 creation time.
     #[serde(default)]
     pub created_at: Option<String>,
-    /// The string given at creation (tolerated as any JSON value).
+    /// An object in the SDK; older answers carried JSON text in a string: any JSON value is
+    /// accepted and read leniently (`ScpBackend::owned_name`).
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
 }
@@ -150,6 +156,9 @@ pub struct VolumeDetail {
     /// The snapshot it was restored from.
     #[serde(default)]
     pub snapshot_id: Option<String>,
+    /// RFC 3339 creation time.
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 /// `GET /v1/volumes` answer: `{count, volumes[]}`.

@@ -36,6 +36,11 @@ pub struct ScpConfig {
     /// `force` of snapshot creation (snapshot a volume that is attached to a server).
     #[serde(default = "default_force")]
     pub force_snapshot: bool,
+    /// Longest a CreateVolume (or ControllerExpandVolume) waits for the volume to be
+    /// `available` before answering "still in progress" (UNAVAILABLE; the sidecar calls
+    /// again and finds the volume by name).
+    #[serde(default = "default_volume_wait")]
+    pub volume_wait_seconds: u64,
     /// HTTP client settings (`[backends.<name>.http]`).
     #[serde(default)]
     pub http: HttpSettings,
@@ -51,6 +56,10 @@ fn default_language() -> String {
 
 fn default_force() -> bool {
     true
+}
+
+fn default_volume_wait() -> u64 {
+    60
 }
 
 /// The version a configuration gets when it names none: the CURRENT one.

@@ -1,13 +1,18 @@
 //! The Samsung Cloud Platform (SCP) backend: Virtual Server block volumes and their snapshots
 //! through the SCP OpenAPI, every request signed (`signer`), at a pinned API version.
 //!
-//! Contract notes (issue 4, seed 003):
+//! Contract notes (issues 4 and 15, seed 003, the SDK's types):
 //! - The CSI name is the cloud `name` of the object; snapshots also carry it (and the
-//!   cluster id) in their `metadata` string, so a name lookup (`GET /v1/snapshots?name=`) only
-//!   takes snapshots this driver made for this cluster.
+//!   cluster id) in their `metadata` object, so a name lookup (`GET /v1/snapshots?name=`)
+//!   only takes snapshots this driver made for this cluster. Metadata is read leniently: an
+//!   object, or JSON text in a string as older answers carried it.
 //! - `ready` follows the status: `available` (and `in-use` for volumes) is ready, the
 //!   Cinder-like transitional states are not, an `error*` status is a clear error naming it,
 //!   and an undocumented status is "not ready", logged once per status.
+//! - A volume is usable only once `available`: CreateVolume (new or restored) and
+//!   ControllerExpandVolume wait for it a bounded time (`volume_wait_seconds`), then answer
+//!   UNAVAILABLE ("still in progress"), so no call answers a volume the next call refuses.
+//! - Several objects of one name: the oldest answers (`backend::names`).
 //! - Lists page with the service's `limit`/`marker`; the cursor is the last id returned.
 
 pub mod client;
@@ -17,6 +22,7 @@ pub mod signer;
 /// Dates and timestamps (the crate's one calendar module).
 pub use crate::calendar as time;
 
+use crate::backend::names::{self, Found};
 use crate::backend::{
     Backend, BackendError, BackendResult, Capabilities, CreateSnapshot, CreateVolume, ErrorKind,
     Page, PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
@@ -30,11 +36,14 @@ use client::{
 };
 pub use config::ScpConfig;
 use reqwest::Method;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 const GIB: u64 = 1 << 30;
+/// `VolumeCreateRequest.size` and `VolumeExtendRequest.size` have a minimum of 8 (GB) in the
+/// SDK's OpenAPI types.
+const MIN_VOLUME_GB: u64 = 8;
 
 /// Keys of a CSI request's `secrets` this backend reads.
 pub const SECRET_ACCESS_KEY: &str = "access_key";
@@ -43,7 +52,7 @@ pub const SECRET_SECRET_KEY: &str = "secret_key";
 /// See [`SECRET_ACCESS_KEY`].
 pub const SECRET_ACCOUNT_ID: &str = "account_id";
 
-/// Metadata keys written into a snapshot's `metadata` string (as JSON text).
+/// Metadata keys written into a snapshot's `metadata` object.
 const TAG_NAME: &str = "snapcsi/name";
 const TAG_CLUSTER: &str = "snapcsi/cluster";
 
@@ -67,6 +76,8 @@ struct Shared {
     cluster_id: Option<String>,
     volume_type: Option<String>,
     force_snapshot: bool,
+    /// How long a volume is waited for to become `available`.
+    volume_wait: Duration,
     /// Undocumented statuses already logged.
     unknown_statuses: Mutex<HashSet<String>>,
 }
@@ -177,6 +188,7 @@ impl ScpBackend {
                 cluster_id,
                 volume_type: config.volume_type,
                 force_snapshot: config.force_snapshot,
+                volume_wait: Duration::from_secs(config.volume_wait_seconds),
                 unknown_statuses: Mutex::default(),
             }),
             credentials,
@@ -297,18 +309,19 @@ impl ScpBackend {
         }
     }
 
-    /// The metadata string of a new snapshot: the CSI name and the cluster, as JSON text.
-    fn metadata_for(&self, name: &str) -> BackendResult<String> {
-        let mut tags = serde_json::Map::new();
-        tags.insert(TAG_NAME.into(), name.into());
+    /// The metadata object of a new snapshot: the CSI name and the cluster.
+    fn metadata_for(&self, name: &str) -> BTreeMap<&'static str, String> {
+        let mut tags = BTreeMap::new();
+        tags.insert(TAG_NAME, name.to_owned());
         if let Some(cluster) = &self.shared.cluster_id {
-            tags.insert(TAG_CLUSTER.into(), cluster.clone().into());
+            tags.insert(TAG_CLUSTER, cluster.clone());
         }
-        serde_json::to_string(&tags)
-            .map_err(|e| BackendError::internal(format!("scp: encoding metadata: {e}")))
+        tags
     }
 
     /// The CSI name a snapshot was created with, if this driver (for this cluster) made it.
+    /// The metadata is an object (the SDK's type); a string holding JSON text (what older
+    /// answers, and this driver before issue 15, wrote) is read as well.
     fn owned_name(&self, detail: &SnapshotDetail) -> Option<String> {
         let tags = match &detail.metadata {
             Some(serde_json::Value::String(text)) => serde_json::from_str(text).ok()?,
@@ -327,7 +340,8 @@ impl ScpBackend {
         detail: SnapshotDetail,
         strict: bool,
     ) -> BackendResult<Snapshot> {
-        let ready = match detail.status.as_str() {
+        let status = detail.status.as_deref().unwrap_or("");
+        let ready = match status {
             "available" => true,
             "creating" | "deleting" | "restoring" | "backing-up" | "unmanaging" => false,
             status if status.starts_with("error") => {
@@ -335,9 +349,9 @@ impl ScpBackend {
                     return Err(BackendError::new(
                         ErrorKind::FailedPrecondition,
                         format!(
-                            "scp: snapshot {} is in status {:?}: the service failed to make it; \
-                             delete it and take a new one",
-                            detail.id, detail.status
+                            "scp: snapshot {} is in status {status:?}: the service failed to \
+                             make it; delete it and take a new one",
+                            detail.id
                         ),
                     ));
                 }
@@ -367,6 +381,81 @@ impl ScpBackend {
             ready,
             group_snapshot_id: None,
         })
+    }
+
+    /// Waits (at most `volume_wait_seconds`) until the volume is usable and answers it; a
+    /// volume still busy then is UNAVAILABLE (the sidecar calls again and finds it by name),
+    /// a failed one the error of [`Self::volume_from`].
+    async fn settle_volume(&self, detail: VolumeDetail) -> BackendResult<Volume> {
+        let limit = self.shared.volume_wait;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        let mut current = detail;
+        loop {
+            let state = current.state.clone();
+            let id = current.id.clone();
+            let volume = self.volume_from(current, true)?;
+            if volume.ready {
+                return Ok(volume);
+            }
+            let left = limit.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(BackendError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "scp volume {id} is still {state:?} after {}s; the call will be repeated",
+                        limit.as_secs()
+                    ),
+                ));
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+            current = self
+                .get_one::<VolumeDetail>("get volume", &["v1", "volumes", &id])
+                .await?
+                .ok_or_else(|| {
+                    BackendError::new(
+                        ErrorKind::Unavailable,
+                        format!("scp volume {id} disappeared while it was {state:?}"),
+                    )
+                })?;
+        }
+    }
+
+    /// Every object a name lookup of `collection` finds, page after page (the SDK's `name`
+    /// filter), kept when `keep` says so.
+    async fn all_named<L, T>(
+        &self,
+        operation: &'static str,
+        collection: &str,
+        name: &str,
+        items: impl Fn(L) -> Vec<T>,
+        id: impl Fn(&T) -> String,
+        keep: impl Fn(&T) -> bool,
+    ) -> BackendResult<Vec<T>>
+    where
+        L: serde::de::DeserializeOwned,
+    {
+        let mut marker: Option<String> = None;
+        let mut kept = Vec::new();
+        loop {
+            let page: L = self
+                .list_page(
+                    operation,
+                    collection,
+                    vec![("name", name.to_owned())],
+                    LOOKUP_PAGE,
+                    marker.as_deref(),
+                )
+                .await?;
+            let page = items(page);
+            let full = page.len() >= LOOKUP_PAGE;
+            marker = page.last().map(&id);
+            kept.extend(page.into_iter().filter(|item| keep(item)));
+            if !full || marker.is_none() {
+                return Ok(kept);
+            }
+        }
     }
 
     /// A volume from the service's detail; `strict` as in [`Self::snapshot_from`].
@@ -461,6 +550,7 @@ impl Backend for ScpBackend {
             // No capacity call in the API used here.
             get_capacity: false,
             size_granularity_bytes: GIB,
+            min_volume_bytes: MIN_VOLUME_GB * GIB,
             node_local: false,
             group_snapshot: false,
         }
@@ -534,7 +624,7 @@ impl Backend for ScpBackend {
                 ));
             }
         };
-        let size = request.size_bytes.div_ceil(GIB).max(1);
+        let size = request.size_bytes.div_ceil(GIB).max(MIN_VOLUME_GB);
         let body = client::body(&VolumeCreateRequest {
             name: &request.name,
             size,
@@ -547,7 +637,7 @@ impl Backend for ScpBackend {
             .call(operation, Idempotency::Once, Method::POST, url, Some(body))
             .await?;
         match answer.status {
-            200..=299 => self.volume_from(client::parse(operation, &answer)?, true),
+            200..=299 => self.settle_volume(client::parse(operation, &answer)?).await,
             // A restore source that vanished between the lookup and the create.
             404 if snapshot_id.is_some() => Err(BackendError::not_found(format!(
                 "source snapshot {} does not exist: {}",
@@ -569,29 +659,28 @@ impl Backend for ScpBackend {
     }
 
     async fn find_volume_by_name(&self, name: &str) -> BackendResult<Option<Volume>> {
-        let mut marker: Option<String> = None;
-        loop {
-            let page: VolumeList = self
-                .list_page(
-                    "find volume by name",
-                    "volumes",
-                    vec![("name", name.to_owned())],
-                    LOOKUP_PAGE,
-                    marker.as_deref(),
-                )
-                .await?;
-            let full = page.volumes.len() >= LOOKUP_PAGE;
-            marker = page.volumes.last().map(|v| v.id.clone());
-            if let Some(found) = page
-                .volumes
-                .into_iter()
-                .find(|v| v.name.as_deref() == Some(name))
-            {
-                return self.volume_from(found, true).map(Some);
-            }
-            if !full || marker.is_none() {
-                return Ok(None);
-            }
+        let found = self
+            .all_named(
+                "find volume by name",
+                "volumes",
+                name,
+                |list: VolumeList| list.volumes,
+                |v| v.id.clone(),
+                |v| v.name.as_deref() == Some(name),
+            )
+            .await?;
+        let found = found
+            .into_iter()
+            .map(|v| Found {
+                id: v.id.clone(),
+                created_at: v.created_at.as_deref().and_then(time::parse_rfc3339),
+                object: v,
+            })
+            .collect();
+        match names::pick("scp", "volume", name, found) {
+            None => Ok(None),
+            // A repeated CreateVolume: wait for the volume like the first call did.
+            Some(v) => self.settle_volume(v).await.map(Some),
         }
     }
 
@@ -601,7 +690,7 @@ impl Backend for ScpBackend {
     }
 
     async fn expand_volume(&self, id: &VolumeId, new_size_bytes: u64) -> BackendResult<u64> {
-        let size = new_size_bytes.div_ceil(GIB);
+        let size = new_size_bytes.div_ceil(GIB).max(MIN_VOLUME_GB);
         let body = client::body(&VolumeExtendRequest { size })?;
         let url = self
             .client()
@@ -616,29 +705,45 @@ impl Backend for ScpBackend {
                 Some(body),
             )
             .await?;
-        match answer.status {
-            200..=299 => {
-                let answered = client::parse::<VolumeDetail>(operation, &answer)
-                    .map(|v| v.size)
-                    .unwrap_or(size);
-                gib_to_bytes(answered.max(size))
+        let failure = match answer.status {
+            200..=299 => None,
+            404 => {
+                return Err(BackendError::not_found(format!(
+                    "volume {id} does not exist"
+                )));
             }
-            404 => Err(BackendError::not_found(format!(
-                "volume {id} does not exist"
-            ))),
             // A PUT repeated after its lost answer is refused ("not greater than the current
-            // size"); if the volume already has the size, the expansion did happen.
-            400 => {
-                let failure = self.client().failure(credentials, operation, &answer);
-                match self.get_volume(id).await {
-                    Ok(Some(volume)) if volume.size_bytes >= new_size_bytes => {
-                        Ok(volume.size_bytes)
-                    }
-                    _ => Err(failure),
-                }
+            // size", or the volume is still `extending`): decided by the volume below.
+            400 => Some(self.client().failure(credentials, operation, &answer)),
+            _ => return Err(self.client().failure(credentials, operation, &answer)),
+        };
+        let detail = self
+            .get_one::<VolumeDetail>("get volume", &["v1", "volumes", id.as_str()])
+            .await?
+            .ok_or_else(|| BackendError::not_found(format!("volume {id} does not exist")))?;
+        if let Some(failure) = failure
+            && detail.size < size
+        {
+            // Not grown. A volume busy in another operation (`extending`, `creating`)
+            // refuses the extend for now: "still in progress" (the resizer gives up on
+            // FAILED_PRECONDITION, which is for a refusal that lasts).
+            let busy = matches!(self.volume_from(detail.clone(), false), Ok(v) if !v.ready)
+                && !detail.state.starts_with("error");
+            if busy {
+                return Err(BackendError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "scp volume {id} is {:?}: it cannot be extended until that ends; \
+                             the call will be repeated ({})",
+                        detail.state, failure.message
+                    ),
+                ));
             }
-            _ => Err(self.client().failure(credentials, operation, &answer)),
+            return Err(failure);
         }
+        // The volume is `extending`: the expansion is done once it is usable again.
+        let volume = self.settle_volume(detail).await?;
+        Ok(volume.size_bytes)
     }
 
     async fn list_volumes(&self, page: &PageRequest) -> BackendResult<Page<Volume>> {
@@ -663,7 +768,7 @@ impl Backend for ScpBackend {
     }
 
     async fn create_snapshot(&self, request: &CreateSnapshot) -> BackendResult<Snapshot> {
-        let metadata = self.metadata_for(&request.name)?;
+        let metadata = self.metadata_for(&request.name);
         let body = client::body(&SnapshotCreateRequest {
             name: &request.name,
             volume_id: request.source_volume_id.as_str(),
@@ -699,30 +804,27 @@ impl Backend for ScpBackend {
     }
 
     async fn find_snapshot_by_name(&self, name: &str) -> BackendResult<Option<Snapshot>> {
-        let mut marker: Option<String> = None;
-        loop {
-            let page: SnapshotList = self
-                .list_page(
-                    "find snapshot by name",
-                    "snapshots",
-                    vec![("name", name.to_owned())],
-                    LOOKUP_PAGE,
-                    marker.as_deref(),
-                )
-                .await?;
-            let full = page.snapshots.len() >= LOOKUP_PAGE;
-            marker = page.snapshots.last().map(|s| s.id.clone());
-            if let Some(found) = page
-                .snapshots
-                .into_iter()
-                .find(|s| self.owned_name(s).as_deref() == Some(name))
-            {
-                return self.snapshot_from(found, true).map(Some);
-            }
-            if !full || marker.is_none() {
-                return Ok(None);
-            }
-        }
+        let found = self
+            .all_named(
+                "find snapshot by name",
+                "snapshots",
+                name,
+                |list: SnapshotList| list.snapshots,
+                |s| s.id.clone(),
+                |s| self.owned_name(s).as_deref() == Some(name),
+            )
+            .await?;
+        let found = found
+            .into_iter()
+            .map(|s| Found {
+                id: s.id.clone(),
+                created_at: s.created_at.as_deref().and_then(time::parse_rfc3339),
+                object: s,
+            })
+            .collect();
+        names::pick("scp", "snapshot", name, found)
+            .map(|s| self.snapshot_from(s, true))
+            .transpose()
     }
 
     async fn delete_snapshot(&self, id: &SnapshotId) -> BackendResult<()> {
@@ -735,14 +837,21 @@ impl Backend for ScpBackend {
             .get_one::<SnapshotDetail>("confirm snapshot delete", &segments)
             .await?
         {
-            Some(detail) if detail.status.starts_with("error") => Err(BackendError::new(
-                ErrorKind::FailedPrecondition,
-                format!(
-                    "scp: snapshot {id} is in status {:?} after its delete: the service failed \
+            Some(detail)
+                if detail
+                    .status
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with("error")) =>
+            {
+                Err(BackendError::new(
+                    ErrorKind::FailedPrecondition,
+                    format!(
+                        "scp: snapshot {id} is in status {:?} after its delete: the service failed \
                      to delete it; the delete will be tried again",
-                    detail.status
-                ),
-            )),
+                        detail.status.unwrap_or_default()
+                    ),
+                ))
+            }
             _ => Ok(()),
         }
     }

@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 
+use crate::backend::names::{self, Found};
 use crate::backend::{
     Backend, BackendError, BackendResult, Capabilities, CreateSnapshot, CreateVolume, ErrorKind,
     Page, PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId,
@@ -246,6 +247,7 @@ impl Backend for SoftLayerBackend {
             expand_volume: false,
             get_capacity: false,
             size_granularity_bytes: GIB,
+            min_volume_bytes: 0,
             node_local: false,
             group_snapshot: false,
         }
@@ -398,7 +400,9 @@ impl Backend for SoftLayerBackend {
     async fn find_snapshot_by_name(&self, name: &str) -> BackendResult<Option<Snapshot>> {
         // SoftLayer cannot filter snapshots by notes: walk the account's volumes, a page at a
         // time, with their snapshots' notes (one call per `scan_page_size` volumes).
+        // Every match is collected: should two carry the name, the oldest answers.
         let mut offset = 0;
+        let mut found = Vec::new();
         loop {
             let volumes = self
                 .client
@@ -409,13 +413,23 @@ impl Backend for SoftLayerBackend {
                     let Some(notes) = parse_notes(snapshot.notes.as_deref()) else {
                         continue;
                     };
-                    if notes.name == name && self.mine(&notes) {
-                        return Ok(self.snapshot_of(snapshot, Some(volume.id)));
+                    if notes.name != name || !self.mine(&notes) {
+                        continue;
+                    }
+                    if let Some(object) = self.snapshot_of(snapshot, Some(volume.id)) {
+                        found.push(Found {
+                            id: object.id.to_string(),
+                            created_at: snapshot
+                                .create_date
+                                .as_deref()
+                                .and_then(client::parse_iso8601),
+                            object,
+                        });
                     }
                 }
             }
             if volumes.len() < self.scan_page {
-                return Ok(None);
+                return Ok(names::pick("softlayer", "snapshot", name, found));
             }
             offset += volumes.len();
         }
