@@ -36,6 +36,20 @@ pub struct CloudLabels {
     pub status: String,
 }
 
+/// Labels of a SnapshotMetadata stream.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetadataLabels {
+    /// `GetMetadataAllocated` or `GetMetadataDelta`.
+    pub rpc: String,
+    /// Backend kind.
+    pub backend: String,
+    /// How the ranges were found: `allocation`, `extents` (extent maps, no data read) or
+    /// `data` (both snapshots read and compared).
+    pub method: String,
+    /// gRPC code name the stream ended with.
+    pub code: String,
+}
+
 /// Labels naming a backend.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
@@ -58,6 +72,8 @@ pub struct Metrics {
     snapshots_created: Family<BackendLabels, Counter>,
     snapshots_deleted: Family<BackendLabels, Counter>,
     in_flight: Gauge,
+    metadata_streams: Family<MetadataLabels, Counter>,
+    metadata_bytes_read: Family<MetadataLabels, Counter>,
 }
 
 impl Metrics {
@@ -75,6 +91,8 @@ impl Metrics {
         let snapshots_created = Family::<BackendLabels, Counter>::default();
         let snapshots_deleted = Family::<BackendLabels, Counter>::default();
         let in_flight = Gauge::default();
+        let metadata_streams = Family::<MetadataLabels, Counter>::default();
+        let metadata_bytes_read = Family::<MetadataLabels, Counter>::default();
         registry.register("rpc_requests", "CSI calls answered", rpc_requests.clone());
         registry.register(
             "rpc_duration_seconds",
@@ -106,6 +124,16 @@ impl Metrics {
             "Operations holding an in-flight guard",
             in_flight.clone(),
         );
+        registry.register(
+            "snapshot_metadata_streams",
+            "SnapshotMetadata streams answered, by how the ranges were found",
+            metadata_streams.clone(),
+        );
+        registry.register(
+            "snapshot_metadata_read_bytes",
+            "Bytes of snapshot data read to answer SnapshotMetadata streams",
+            metadata_bytes_read.clone(),
+        );
         Self {
             registry,
             rpc_requests,
@@ -115,6 +143,8 @@ impl Metrics {
             snapshots_created,
             snapshots_deleted,
             in_flight,
+            metadata_streams,
+            metadata_bytes_read,
         }
     }
 
@@ -164,6 +194,28 @@ impl Metrics {
                 backend: backend.to_owned(),
             })
             .inc();
+    }
+
+    /// Records one finished SnapshotMetadata stream: how its ranges were found (`method`) and
+    /// how many bytes of snapshot data that read.
+    pub fn snapshot_metadata(
+        &self,
+        rpc: &str,
+        backend: &str,
+        method: &str,
+        code: tonic::Code,
+        bytes_read: u64,
+    ) {
+        let labels = MetadataLabels {
+            rpc: rpc.to_owned(),
+            backend: backend.to_owned(),
+            method: method.to_owned(),
+            code: format!("{code:?}"),
+        };
+        self.metadata_streams.get_or_create(&labels).inc();
+        self.metadata_bytes_read
+            .get_or_create(&labels)
+            .inc_by(bytes_read);
     }
 
     /// An operation took an in-flight guard.

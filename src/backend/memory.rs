@@ -124,6 +124,7 @@ impl Backend for MemoryBackend {
             size_granularity_bytes: 1,
             node_local: false,
             group_snapshot: true,
+            snapshot_metadata: false,
         }
     }
 

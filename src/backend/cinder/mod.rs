@@ -534,6 +534,7 @@ impl Backend for CinderBackend {
             size_granularity_bytes: GIB,
             node_local: false,
             group_snapshot: false,
+            snapshot_metadata: false,
         }
     }
 

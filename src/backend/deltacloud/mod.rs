@@ -284,6 +284,7 @@ impl Backend for DeltacloudBackend {
             size_granularity_bytes: GIB,
             node_local: false,
             group_snapshot: false,
+            snapshot_metadata: false,
         }
     }
 

@@ -463,6 +463,7 @@ impl Backend for ScpBackend {
             size_granularity_bytes: GIB,
             node_local: false,
             group_snapshot: false,
+            snapshot_metadata: false,
         }
     }
 

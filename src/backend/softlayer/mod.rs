@@ -248,6 +248,7 @@ impl Backend for SoftLayerBackend {
             size_granularity_bytes: GIB,
             node_local: false,
             group_snapshot: false,
+            snapshot_metadata: false,
         }
     }
 
