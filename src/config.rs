@@ -350,7 +350,7 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
 /// A SnapshotMetadata block size: 0 (variable length) or a multiple of 4096 up to 1 GiB.
 fn parse_block_size(value: &str) -> Result<u64, String> {
     let size = parse_size(value)?;
-    if size != 0 && (size % 4096 != 0 || size > 1 << 30) {
+    if size != 0 && (!size.is_multiple_of(4096) || size > 1 << 30) {
         return Err(format!(
             "{value:?}: a block size is 0 (variable length) or a multiple of 4096 up to 1Gi"
         ));

@@ -56,6 +56,22 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
         .expect("volume")
         .volume_id;
 
+    let other = c
+        .create_volume(csi::CreateVolumeRequest {
+            name: "table-other".into(),
+            volume_capabilities: vec![good_cap()],
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: 16 << 20,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("volume")
+        .into_inner()
+        .volume
+        .expect("volume")
+        .volume_id;
     // Snapshots for the SnapshotMetadata rows: two of `volume` (a then b) and one of another.
     let snap = |volume: String, name: &'static str| {
         let mut c = c.clone();
@@ -73,27 +89,12 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
             .snapshot_id
         }
     };
-    let other = c
-        .create_volume(csi::CreateVolumeRequest {
-            name: "table-other".into(),
-            volume_capabilities: vec![good_cap()],
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: 16 << 20,
-                limit_bytes: 0,
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("volume")
-        .into_inner()
-        .volume
-        .expect("volume")
-        .volume_id;
     let snap_a = snap(volume.clone(), "table-snap-a").await;
     let snap_b = snap(volume.clone(), "table-snap-b").await;
     let snap_other = snap(other, "table-snap-other").await;
-    let mut m =
-        snapcsi::proto::snapshot_metadata_client::SnapshotMetadataClient::new(driver.channel.clone());
+    let mut m = snapcsi::proto::snapshot_metadata_client::SnapshotMetadataClient::new(
+        driver.channel.clone(),
+    );
     let unknown_snapshot = "snap-0190a000-0000-7000-8000-000000000000".to_owned();
     let allocated = |snapshot_id: &str, starting_offset: i64, max_results: i32| {
         csi::GetMetadataAllocatedRequest {
@@ -113,7 +114,8 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
         }
     };
 
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case> =
+        vec![
         // GetMetadataAllocated (CSI "GetMetadataAllocated Errors")
         (
             "GetMetadataAllocated missing snapshot_id",

@@ -111,7 +111,11 @@ async fn volume_snapshot(client: &Client, name: &str, pvc: &str) -> String {
     let snapshots: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         NS,
-        &resource("snapshot.storage.k8s.io", "VolumeSnapshot", "volumesnapshots"),
+        &resource(
+            "snapshot.storage.k8s.io",
+            "VolumeSnapshot",
+            "volumesnapshots",
+        ),
     );
     snapshots
         .create(
@@ -126,7 +130,11 @@ async fn volume_snapshot(client: &Client, name: &str, pvc: &str) -> String {
     let content = eventually(90, &format!("VolumeSnapshot {name} ready"), || async {
         let s = snapshots.get(name).await.ok()?;
         (s.data["status"]["readyToUse"] == Value::Bool(true)).then_some(())?;
-        Some(s.data["status"]["boundVolumeSnapshotContentName"].as_str()?.to_owned())
+        Some(
+            s.data["status"]["boundVolumeSnapshotContentName"]
+                .as_str()?
+                .to_owned(),
+        )
     })
     .await;
     let contents: Api<DynamicObject> = Api::all_with(
@@ -154,7 +162,12 @@ fn tool(env: &str, args: &[&str]) -> std::process::Output {
         .args(["-t", &netns, "-n", "--"])
         .arg(&binary)
         .args(["-kubeconfig", &kubeconfig, "-n", NS])
-        .args(["-service-account", "backup", "-service-account-namespace", NS])
+        .args([
+            "-service-account",
+            "backup",
+            "-service-account-namespace",
+            NS,
+        ])
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("run {binary}: {e}"))
@@ -221,11 +234,13 @@ async fn changed_blocks_through_the_real_sidecar() {
     .await;
     ensure(
         &Api::<RoleBinding>::namespaced(client.clone(), NS),
-        &from_json(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        &from_json(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": {"name": "backup-snapshot-metadata", "namespace": NS},
             "subjects": [{"kind": "ServiceAccount", "name": "backup", "namespace": NS}],
             "roleRef": {"kind": "ClusterRole", "name": "snapcsi-snapshot-metadata-client",
-                "apiGroup": "rbac.authorization.k8s.io"}})),
+                "apiGroup": "rbac.authorization.k8s.io"}}),
+        ),
     )
     .await;
     ensure(
@@ -244,9 +259,11 @@ async fn changed_blocks_through_the_real_sidecar() {
     .await;
     ensure(
         &Api::<StorageClass>::all(client.clone()),
-        &from_json(json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        &from_json(
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
             "metadata": {"name": CLASS}, "provisioner": DRIVER,
-            "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"})),
+            "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}),
+        ),
     )
     .await;
     ensure(
@@ -322,23 +339,48 @@ async fn changed_blocks_through_the_real_sidecar() {
     })
     .await
     .expect("NodeUnstageVolume");
-    println!("e2e cbt: PVC cbt-src ({volume}) written, VolumeSnapshots cbt-1 ({first}), cbt-2 ({second})");
+    println!(
+        "e2e cbt: PVC cbt-src ({volume}) written, VolumeSnapshots cbt-1 ({first}), cbt-2 ({second})"
+    );
 
     // Through the sidecar, as a backup tool.
     let variable = csi::BlockMetadataType::VariableLength as i64;
     let (kind, capacity, tuples) = list(&["-s", "cbt-1"]);
     assert_eq!((kind, capacity), (variable, SIZE as i64));
-    assert_eq!(cbt_support::merged(tuples), first_model.allocated(), "allocated(cbt-1)");
+    assert_eq!(
+        cbt_support::merged(tuples),
+        first_model.allocated(),
+        "allocated(cbt-1)"
+    );
     let (_, _, tuples) = list(&["-s", "cbt-2", "-max-results", "1"]);
-    assert_eq!(cbt_support::merged(tuples), model.allocated(), "allocated(cbt-2)");
+    assert_eq!(
+        cbt_support::merged(tuples),
+        model.allocated(),
+        "allocated(cbt-2)"
+    );
     let want = model.delta_from(&first_model);
     let (kind, capacity, tuples) = list(&["-s", "cbt-2", "-p", "cbt-1"]);
     assert_eq!((kind, capacity), (variable, SIZE as i64));
-    assert_eq!(cbt_support::merged(tuples), want, "delta(cbt-1, cbt-2) by name");
+    assert_eq!(
+        cbt_support::merged(tuples),
+        want,
+        "delta(cbt-1, cbt-2) by name"
+    );
     let (_, _, tuples) = list(&["-s", "cbt-2", "-P", &first, "-max-results", "2"]);
-    assert_eq!(cbt_support::merged(tuples), want, "delta(cbt-1, cbt-2) by handle");
+    assert_eq!(
+        cbt_support::merged(tuples),
+        want,
+        "delta(cbt-1, cbt-2) by handle"
+    );
     let resume = 4 * MIB + 300 * 1024;
-    let (_, _, tuples) = list(&["-s", "cbt-2", "-p", "cbt-1", "-starting-offset", &resume.to_string()]);
+    let (_, _, tuples) = list(&[
+        "-s",
+        "cbt-2",
+        "-p",
+        "cbt-1",
+        "-starting-offset",
+        &resume.to_string(),
+    ]);
     assert_eq!(
         cbt_support::merged(tuples),
         cbt_support::from_offset(&want, resume),
@@ -354,11 +396,25 @@ async fn changed_blocks_through_the_real_sidecar() {
         let out = tool("SNAPSHOT_METADATA_LISTER", args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(stderr.contains(code), "{args:?}: expected {code}, got {stderr}");
+        assert!(
+            stderr.contains(code),
+            "{args:?}: expected {code}, got {stderr}"
+        );
     };
-    refused(&["-s", "cbt-2", "-P", "snap-00000000-0000-7000-8000-000000000000"], "NotFound");
+    refused(
+        &[
+            "-s",
+            "cbt-2",
+            "-P",
+            "snap-00000000-0000-7000-8000-000000000000",
+        ],
+        "NotFound",
+    );
     refused(&["-s", "cbt-1", "-P", &second], "InvalidArgument");
-    refused(&["-s", "cbt-2", "-starting-offset", &(SIZE + 1).to_string()], "OutOfRange");
+    refused(
+        &["-s", "cbt-2", "-starting-offset", &(SIZE + 1).to_string()],
+        "OutOfRange",
+    );
 
     // The verifier: a restore of cbt-1 plus the delta copied from a restore of cbt-2 must equal
     // the restore of cbt-2; and the allocated blocks of cbt-2 alone rebuild it on zeros.
@@ -384,12 +440,28 @@ async fn changed_blocks_through_the_real_sidecar() {
         );
     };
     let src = restore_2.display().to_string();
-    verify(&["-s", "cbt-2", "-p", "cbt-1", "-src", &src, "-tgt", &restore_1.display().to_string()]);
+    verify(&[
+        "-s",
+        "cbt-2",
+        "-p",
+        "cbt-1",
+        "-src",
+        &src,
+        "-tgt",
+        &restore_1.display().to_string(),
+    ]);
     let zeros = work.join("zeros.img");
     std::fs::File::create(&zeros)
         .and_then(|f| f.set_len(SIZE))
         .expect("zero image");
-    verify(&["-s", "cbt-2", "-src", &src, "-tgt", &zeros.display().to_string()]);
+    verify(&[
+        "-s",
+        "cbt-2",
+        "-src",
+        &src,
+        "-tgt",
+        &zeros.display().to_string(),
+    ]);
     // A control, so the two passes above mean something: a delta that misses changes (resumed
     // past the first ones) laid on zeros does not rebuild cbt-2, and the verifier says so.
     let fresh = work.join("zeros-control.img");
@@ -411,14 +483,23 @@ async fn changed_blocks_through_the_real_sidecar() {
             &fresh.display().to_string(),
         ],
     );
-    assert!(!out.status.success(), "the verifier accepted an incomplete copy");
-    println!("e2e cbt: snapshot-metadata-verifier rebuilt cbt-2 from cbt-1 + delta and from zeros + allocated");
+    assert!(
+        !out.status.success(),
+        "the verifier accepted an incomplete copy"
+    );
+    println!(
+        "e2e cbt: snapshot-metadata-verifier rebuilt cbt-2 from cbt-1 + delta and from zeros + allocated"
+    );
 
     // Clean up what this test made.
     let snapshots: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         NS,
-        &resource("snapshot.storage.k8s.io", "VolumeSnapshot", "volumesnapshots"),
+        &resource(
+            "snapshot.storage.k8s.io",
+            "VolumeSnapshot",
+            "volumesnapshots",
+        ),
     );
     let dp = DeleteParams::default();
     for name in ["cbt-1", "cbt-2"] {

@@ -7,12 +7,12 @@
 //! (delete, get, expand) reach the instance that made the object. With one instance, ids are
 //! the backend's own.
 
+use crate::backend::metadata::BlockRanges;
 use crate::backend::{
     Backend, BackendError, BackendResult, Capabilities, CreateGroupSnapshot, CreateSnapshot,
     CreateVolume, ErrorKind, GroupSnapshot, GroupSnapshotId, Page, PageRequest, Snapshot,
     SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
 };
-use crate::backend::metadata::BlockRanges;
 use crate::secret::Secrets;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -497,7 +497,11 @@ impl Backend for Registry {
         }
         self.instances[index]
             .backend
-            .changed_blocks(&SnapshotId::new(base_raw), &SnapshotId::new(target_raw), from)
+            .changed_blocks(
+                &SnapshotId::new(base_raw),
+                &SnapshotId::new(target_raw),
+                from,
+            )
             .await
     }
 

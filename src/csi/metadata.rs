@@ -252,7 +252,12 @@ impl MetadataService {
 
     /// The answer of an RPC whose checks failed before any message: logged and counted like
     /// every call.
-    fn refuse<T>(&self, rpc: &'static str, started: Instant, error: Error) -> std::result::Result<T, Status> {
+    fn refuse<T>(
+        &self,
+        rpc: &'static str,
+        started: Instant,
+        error: Error,
+    ) -> std::result::Result<T, Status> {
         let code = error.code();
         crate::metrics::metrics().rpc(rpc, self.kind(), code, started.elapsed());
         let status = Status::from(error);
@@ -340,7 +345,11 @@ async fn pump<M: Send + 'static>(
             shaper.add(range, &mut full);
             for batch in full.drain(..) {
                 messages += 1;
-                if tx.send(Ok(message(wire_type, wire_capacity, batch))).await.is_err() {
+                if tx
+                    .send(Ok(message(wire_type, wire_capacity, batch)))
+                    .await
+                    .is_err()
+                {
                     code = tonic::Code::Cancelled;
                     break 'pages;
                 }
@@ -350,7 +359,11 @@ async fn pump<M: Send + 'static>(
     if code == tonic::Code::Ok && !shaper.batch.is_empty() {
         let batch = std::mem::take(&mut shaper.batch);
         messages += 1;
-        if tx.send(Ok(message(wire_type, wire_capacity, batch))).await.is_err() {
+        if tx
+            .send(Ok(message(wire_type, wire_capacity, batch)))
+            .await
+            .is_err()
+        {
             code = tonic::Code::Cancelled;
         }
     }
@@ -442,7 +455,12 @@ impl SnapshotMetadata for MetadataService {
 mod tests {
     use super::*;
 
-    fn shape(format: BlockFormat, from: u64, max: usize, ranges: &[(u64, u64)]) -> Vec<Vec<(i64, i64)>> {
+    fn shape(
+        format: BlockFormat,
+        from: u64,
+        max: usize,
+        ranges: &[(u64, u64)],
+    ) -> Vec<Vec<(i64, i64)>> {
         let mut shaper = Shaper {
             format,
             starting_offset: from,
@@ -460,20 +478,34 @@ mod tests {
             out.push(std::mem::take(&mut shaper.batch));
         }
         out.into_iter()
-            .map(|b| b.into_iter().map(|t| (t.byte_offset, t.size_bytes)).collect())
+            .map(|b| {
+                b.into_iter()
+                    .map(|t| (t.byte_offset, t.size_bytes))
+                    .collect()
+            })
             .collect()
     }
 
     #[test]
     fn variable_length_keeps_ranges_and_clips_to_the_starting_offset() {
-        let got = shape(BlockFormat::Variable, 5000, 2, &[(0, 4096), (4096, 8192), (20000, 10)]);
+        let got = shape(
+            BlockFormat::Variable,
+            5000,
+            2,
+            &[(0, 4096), (4096, 8192), (20000, 10)],
+        );
         assert_eq!(got, vec![vec![(5000, 7288), (20000, 10)]]);
     }
 
     #[test]
     fn fixed_length_widens_to_blocks_without_repeating_a_shared_block() {
         // [100, 5000) touches blocks 0 and 4096; [6000, 9000) touches 4096 (sent) and 8192.
-        let got = shape(BlockFormat::Fixed(4096), 0, 10, &[(100, 4900), (6000, 3000)]);
+        let got = shape(
+            BlockFormat::Fixed(4096),
+            0,
+            10,
+            &[(100, 4900), (6000, 3000)],
+        );
         assert_eq!(got, vec![vec![(0, 4096), (4096, 4096), (8192, 4096)]]);
     }
 
@@ -500,7 +532,10 @@ mod tests {
         assert!(check_offset(10, 10).is_ok());
         assert!(matches!(
             max_results(-1),
-            Err(Error::InvalidArgument { field: "max_results", .. })
+            Err(Error::InvalidArgument {
+                field: "max_results",
+                ..
+            })
         ));
         assert_eq!(max_results(0).ok(), Some(DEFAULT_MAX_RESULTS));
         assert_eq!(max_results(i32::MAX).ok(), Some(MAX_RESULTS_CAP));

@@ -98,7 +98,6 @@ impl Kind {
 struct Driver {
     child: Child,
     channel: Channel,
-    dir: PathBuf,
 }
 
 impl Drop for Driver {
@@ -131,10 +130,18 @@ async fn start(kind: Kind, args: &Args, dir: &Path) -> Driver {
     let mut cmd = match kind {
         Kind::Snapcsi => {
             let mut c = Command::new(env!("CARGO_BIN_EXE_snapcsi"));
-            c.args(["serve", "--mode", "all", "--node-id", "bench", "--log-level", "info"])
-                .args(["--endpoint", &endpoint])
-                .arg("--data-dir")
-                .arg(dir.join("data"));
+            c.args([
+                "serve",
+                "--mode",
+                "all",
+                "--node-id",
+                "bench",
+                "--log-level",
+                "info",
+            ])
+            .args(["--endpoint", &endpoint])
+            .arg("--data-dir")
+            .arg(dir.join("data"));
             c
         }
         Kind::Hostpath => {
@@ -158,11 +165,7 @@ async fn start(kind: Kind, args: &Args, dir: &Path) -> Driver {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let channel = connect(&socket).await;
-    Driver {
-        child,
-        channel,
-        dir: dir.to_owned(),
-    }
+    Driver { child, channel }
 }
 
 fn block_cap() -> csi::VolumeCapability {
@@ -349,7 +352,11 @@ async fn measure(kind: Kind, args: &Args, size: u64) -> Sample {
         bytes_read = rchar(pid) - before;
     }
     // Every rewritten MiB is reported; snapcsi reports exactly those.
-    let covered = |offset: u64| tuples.iter().any(|&(o, l)| o <= offset && offset + MIB <= o + l);
+    let covered = |offset: u64| {
+        tuples
+            .iter()
+            .any(|&(o, l)| o <= offset && offset + MIB <= o + l)
+    };
     let missing: Vec<u64> = changed.iter().copied().filter(|&o| !covered(o)).collect();
     assert!(
         missing.is_empty(),

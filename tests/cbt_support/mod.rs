@@ -72,7 +72,10 @@ impl Model {
     }
 
     fn indices(offset: u64, len: u64) -> std::ops::Range<u64> {
-        assert!(offset % BLOCK == 0 && len % BLOCK == 0, "whole blocks only");
+        assert!(
+            offset.is_multiple_of(BLOCK) && len.is_multiple_of(BLOCK),
+            "whole blocks only"
+        );
         offset / BLOCK..(offset + len) / BLOCK
     }
 
@@ -105,7 +108,12 @@ impl Model {
     /// The ranges in which `self` differs from `base`: blocks written since, and blocks that
     /// held data in `base` and are holes now.
     pub fn delta_from(&self, base: &Model) -> Vec<(u64, u64)> {
-        let mut keys: Vec<u64> = self.blocks.keys().chain(base.blocks.keys()).copied().collect();
+        let mut keys: Vec<u64> = self
+            .blocks
+            .keys()
+            .chain(base.blocks.keys())
+            .copied()
+            .collect();
         keys.sort_unstable();
         keys.dedup();
         runs(
@@ -161,7 +169,12 @@ impl Device {
     pub fn punch(&self, model: &mut Model, offset: u64, len: u64) {
         self.sync();
         let out = std::process::Command::new("blkdiscard")
-            .args(["--offset", &offset.to_string(), "--length", &len.to_string()])
+            .args([
+                "--offset",
+                &offset.to_string(),
+                "--length",
+                &len.to_string(),
+            ])
             .arg(&self.path)
             .output()
             .expect("run blkdiscard (util-linux)");
@@ -207,14 +220,27 @@ fn check_message(
         answer.block_type = block_type;
         answer.capacity = capacity;
     }
-    assert_eq!(answer.block_type, block_type, "block_metadata_type changed mid-stream");
-    assert_eq!(answer.capacity, capacity, "volume_capacity_bytes changed mid-stream");
-    assert!(max == 0 || metadata.len() <= max, "{} tuples > max_results {max}", metadata.len());
+    assert_eq!(
+        answer.block_type, block_type,
+        "block_metadata_type changed mid-stream"
+    );
+    assert_eq!(
+        answer.capacity, capacity,
+        "volume_capacity_bytes changed mid-stream"
+    );
+    assert!(
+        max == 0 || metadata.len() <= max,
+        "{} tuples > max_results {max}",
+        metadata.len()
+    );
     for m in metadata {
         assert!(m.size_bytes > 0, "empty tuple {m:?}");
         let (offset, len) = (m.byte_offset as u64, m.size_bytes as u64);
         if let Some(&(po, pl)) = answer.tuples.last() {
-            assert!(po + pl <= offset, "tuples overlap or go backwards: ({po},{pl}) then {m:?}");
+            assert!(
+                po + pl <= offset,
+                "tuples overlap or go backwards: ({po},{pl}) then {m:?}"
+            );
         }
         answer.tuples.push((offset, len));
     }
@@ -298,7 +324,13 @@ pub fn from_offset(ranges: &[(u64, u64)], from: u64) -> Vec<(u64, u64)> {
     ranges
         .iter()
         .filter(|(o, l)| o + l > from)
-        .map(|&(o, l)| if o < from { (from, o + l - from) } else { (o, l) })
+        .map(|&(o, l)| {
+            if o < from {
+                (from, o + l - from)
+            } else {
+                (o, l)
+            }
+        })
         .collect()
 }
 
@@ -329,7 +361,11 @@ mod model_tests {
         assert_eq!(base.allocated(), vec![(0, 4 * BLOCK), (8 * BLOCK, BLOCK)]);
         assert_eq!(
             target.delta_from(&base),
-            vec![(2 * BLOCK, BLOCK), (8 * BLOCK, BLOCK), (20 * BLOCK, 2 * BLOCK)]
+            vec![
+                (2 * BLOCK, BLOCK),
+                (8 * BLOCK, BLOCK),
+                (20 * BLOCK, 2 * BLOCK)
+            ]
         );
     }
 }

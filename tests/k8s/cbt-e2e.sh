@@ -109,6 +109,7 @@ EOF
 python3 "$root/tests/k8s/bridge.py" "unix:$work/api.sock" "tcp:127.0.0.1:$api_port" \
     >"$work/bridge.log" 2>&1 &
 pids+=($!)
+for ((i = 0; i < 100; i++)); do [[ -S $work/api.sock ]] && break; sleep 0.1; done
 # unshare execs the shell in a new network namespace (only lo); the shell starts the inner
 # relay and becomes the sidecar, so $! is the sidecar and the namespace lives as long as it.
 # shellcheck disable=SC2016  # the inner script expands its own arguments
@@ -117,6 +118,10 @@ unshare --net -- bash -c '
     ip link set lo up
     python3 "$1" "tcp:127.0.0.1:$2" "unix:$3/api.sock" >"$3/netns-bridge.log" 2>&1 &
     echo $! >"$3/netns-bridge.pid"
+    for ((i = 0; i < 100; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && break
+        sleep 0.1
+    done
     shift 3
     exec "$@"' cbt-netns "$root/tests/k8s/bridge.py" "$api_port" "$work" \
     "$CSI_SNAPSHOT_METADATA" --kubeconfig "$work/sidecar.kubeconfig" \

@@ -151,7 +151,10 @@ pub async fn allocated(
     blocking(move || {
         let (file, len) = open_image(&path, &what)?;
         let scan = AllocatedScan::new(file, len, from);
-        Ok(Box::new(Ranges::new(scan, len, MetadataMethod::Allocation, what)) as Box<dyn BlockRanges>)
+        Ok(
+            Box::new(Ranges::new(scan, len, MetadataMethod::Allocation, what))
+                as Box<dyn BlockRanges>,
+        )
     })
     .await
 }
@@ -187,7 +190,12 @@ pub fn supports_reflink(dir: &Path) -> bool {
     let src = dir.join(format!(".reflink-probe-{id}-a"));
     let dst = dir.join(format!(".reflink-probe-{id}-b"));
     let result = (|| -> io::Result<bool> {
-        let source = File::create(&src)?;
+        // FICLONE reads the source: it must be open for reading.
+        let source = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&src)?;
         source.write_all_at(&[0u8; BLOCK as usize], 0)?;
         let target = File::create(&dst)?;
         Ok(rustix::fs::ioctl_ficlone(&target, &source).is_ok())
@@ -325,7 +333,6 @@ impl Comparer {
 
     /// Compares `[start, end)` of the two images ([`BLOCK`] at a time), telling `into` which
     /// blocks differ. A side without data there (`*_data` false) reads as zeros without I/O.
-    #[allow(clippy::too_many_arguments)]
     fn compare(
         &mut self,
         base: (&File, u64, bool),
@@ -478,7 +485,7 @@ enum Stretch {
 }
 
 /// One extent of an extent map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Extent {
     /// Offset in the file.
     pub logical: u64,
@@ -813,25 +820,23 @@ mod tests {
             // Preallocated but never written: reads as zeros like the base's hole.
             (400 * K, 20 * K, 8 * P, FiemapExtentFlags::UNWRITTEN),
         ]);
-        let mut scan = ExtentDelta::with_extents(
-            (file(), 256 * K, base),
-            (file(), 512 * K, target),
-            0,
-        );
+        let mut scan =
+            ExtentDelta::with_extents((file(), 256 * K, base), (file(), 512 * K, target), 0);
         assert_eq!(
             drain(&mut scan, 100),
             vec![(16 * K, 4 * K), (128 * K, 4 * K), (300 * K, 8 * K)]
         );
-        assert_eq!(scan.bytes_read(), 0, "extent maps are compared without reading");
+        assert_eq!(
+            scan.bytes_read(),
+            0,
+            "extent maps are compared without reading"
+        );
 
         // The same physical blocks at another logical offset are a change.
         let base = extents(&[(0, 64 * K, P, NONE)]);
         let target = extents(&[(0, 64 * K, P + 4 * K, NONE)]);
-        let mut scan = ExtentDelta::with_extents(
-            (file(), 64 * K, base),
-            (file(), 64 * K, target),
-            8 * K,
-        );
+        let mut scan =
+            ExtentDelta::with_extents((file(), 64 * K, base), (file(), 64 * K, target), 8 * K);
         assert_eq!(drain(&mut scan, 1), vec![(8 * K, 56 * K)]);
     }
 
@@ -847,7 +852,11 @@ mod tests {
         );
         let open_arc = |p: &Path| Arc::new(File::open(p).expect("open"));
         let mut scan = ExtentDelta::with_extents(
-            (open_arc(&base), 64 * K, extents(&[(0, 64 * K, 1 << 30, NONE)])),
+            (
+                open_arc(&base),
+                64 * K,
+                extents(&[(0, 64 * K, 1 << 30, NONE)]),
+            ),
             (
                 open_arc(&target),
                 64 * K,
@@ -860,9 +869,29 @@ mod tests {
     }
 
     #[test]
+    fn the_reflink_probe_agrees_with_a_clone_and_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let probed = supports_reflink(dir.path());
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
+        let src = image(dir.path(), "src.img", 64 * K, &[(0, 64 * K, 7)]);
+        let dst = dir.path().join("dst.img");
+        let method = crate::backend::local::clone::clone_file(&src, &dst).expect("clone");
+        assert_eq!(
+            probed,
+            method == crate::backend::local::clone::CloneMethod::Reflink,
+            "the probe and a real clone disagree about reflink"
+        );
+    }
+
+    #[test]
     fn real_extent_maps_of_one_file_show_no_change() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = image(dir.path(), "a.img", 256 * K, &[(0, 64 * K, 1), (128 * K, 4 * K, 2)]);
+        let path = image(
+            dir.path(),
+            "a.img",
+            256 * K,
+            &[(0, 64 * K, 1), (128 * K, 4 * K, 2)],
+        );
         let ((a, al), (b, bl)) = (open(&path), open(&path));
         let mut scan = ExtentDelta::new(a, al, b, bl, 0);
         match scan.next_page(10) {

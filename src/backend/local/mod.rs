@@ -25,12 +25,12 @@ pub mod clone;
 pub mod extents;
 pub mod store;
 
+use crate::backend::metadata::BlockRanges;
 use crate::backend::{
     Backend, BackendError, BackendResult, Capabilities, CreateGroupSnapshot, CreateSnapshot,
     CreateVolume, ErrorKind, GroupSnapshot, GroupSnapshotId, Page, PageRequest, Snapshot,
     SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
 };
-use crate::backend::metadata::BlockRanges;
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -762,13 +762,18 @@ impl Backend for LocalBackend {
         let reflink = *self
             .reflink
             .get_or_init(|| async move {
-                let yes = tokio::task::spawn_blocking(move || extents::supports_reflink(&snapshots))
-                    .await
-                    .unwrap_or(false);
+                let yes =
+                    tokio::task::spawn_blocking(move || extents::supports_reflink(&snapshots))
+                        .await
+                        .unwrap_or(false);
                 tracing::info!(
                     reflink = yes,
                     "snapshot deltas compare {}",
-                    if yes { "extent maps (FIEMAP)" } else { "content" }
+                    if yes {
+                        "extent maps (FIEMAP)"
+                    } else {
+                        "content"
+                    }
                 );
                 yes
             })
