@@ -127,7 +127,7 @@ unshare --net -- bash -c '
     "$CSI_SNAPSHOT_METADATA" --kubeconfig "$work/sidecar.kubeconfig" \
     --csi-address "$SNAPCSI_E2E_SOCKET" --port "$port" \
     --tls-cert "$work/tls.crt" --tls-key "$work/tls.key" \
-    --audience snapcsi-snapshot-metadata --http-endpoint 127.0.0.1:8080 --v=4 \
+    --http-endpoint 127.0.0.1:8080 --v=4 \
     >"$work/sidecar.log" 2>&1 &
 sidecar=$!
 pids+=("$sidecar")
