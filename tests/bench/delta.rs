@@ -351,10 +351,17 @@ async fn measure(kind: Kind, args: &Args, size: u64) -> Sample {
         seconds.push(started.elapsed().as_secs_f64());
         bytes_read = rchar(pid) - before;
     }
-    // Every rewritten MiB is reported; snapcsi reports exactly those.
+    // Every rewritten MiB is reported (host-path answers FIXED_LENGTH 4 KiB tuples: touching
+    // ones are merged first); snapcsi reports exactly those.
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &(o, l) in &tuples {
+        match runs.last_mut() {
+            Some((ro, rl)) if *ro + *rl == o => *rl += l,
+            _ => runs.push((o, l)),
+        }
+    }
     let covered = |offset: u64| {
-        tuples
-            .iter()
+        runs.iter()
             .any(|&(o, l)| o <= offset && offset + MIB <= o + l)
     };
     let missing: Vec<u64> = changed.iter().copied().filter(|&o| !covered(o)).collect();
@@ -394,11 +401,9 @@ async fn measure(kind: Kind, args: &Args, size: u64) -> Sample {
     let method = std::fs::read_to_string(dir.join("driver.log"))
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("snapshot metadata streamed"))
-        .find_map(|l| {
-            let rest = &l[l.find("method=")? + 7..];
-            Some(rest.split_whitespace().next()?.trim_matches('"').to_owned())
-        });
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["rpc"] == "GetMetadataDelta")
+        .find_map(|v| v["method"].as_str().map(str::to_owned));
     let _ = std::fs::remove_dir_all(&dir);
     Sample {
         method,

@@ -29,14 +29,16 @@ fs_size=$((smoke ? 16 : 160))G
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/snapcsi-bench-delta.XXXXXX")
 dev=""
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
+    set +e
     local m
-    # Volumes the drivers left attached or published under the work dir, then the file system.
-    findmnt -rn -o TARGET | grep "^$work/mnt/" | sort -r | while read -r m; do umount "$m" || true; done
+    # Volumes the drivers left published or attached under the work dir, then the file system.
+    findmnt -rn -o TARGET | grep "^$work/mnt/" | sort -r | while read -r m; do umount "$m"; done
     losetup -l -n -O NAME,BACK-FILE | awk -v p="$work/mnt/" 'index($2, p) == 1 {print $1}' \
-        | xargs -r -n1 losetup -d 2>/dev/null || true
-    if mountpoint -q "$work/mnt"; then umount "$work/mnt" || umount -l "$work/mnt" || true; fi
-    if [[ -n $dev ]]; then losetup -d "$dev" 2>/dev/null || true; fi
+        | xargs -r -n1 losetup -d 2>/dev/null
+    if mountpoint -q "$work/mnt"; then umount "$work/mnt" || umount -l "$work/mnt"; fi
+    if [[ -n $dev ]]; then losetup -d "$dev" 2>/dev/null; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -48,4 +50,7 @@ mkdir "$work/mnt"
 mount "$dev" "$work/mnt"
 say "XFS (reflink=1) on $dev over a sparse $fs_size file, mounted at $work/mnt"
 
-cargo bench --quiet --bench delta -- --dir "$work/mnt" --hostpath "$HOSTPATHPLUGIN" "$@"
+# The real numbers from the release build; a smoke run (correctness only) reuses the debug one.
+profile=(--profile bench)
+((smoke)) && profile=(--profile dev)
+cargo bench --quiet "${profile[@]}" --bench delta -- --dir "$work/mnt" --hostpath "$HOSTPATHPLUGIN" "$@"
