@@ -29,6 +29,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 /// Tuples per message when the caller leaves `max_results` at 0.
 pub const DEFAULT_MAX_RESULTS: usize = 1024;
@@ -253,7 +254,8 @@ impl MetadataService {
         let (tx, rx) = mpsc::channel(2);
         let backend = self.kind();
         let format = self.format;
-        tokio::spawn(pump(plan, format, backend, tx, message));
+        // The stream outlives this call: it keeps the RPC's span (rpc, request_id) for its log.
+        tokio::spawn(pump(plan, format, backend, tx, message).instrument(tracing::Span::current()));
         ReceiverStream::new(rx)
     }
 
