@@ -8,7 +8,8 @@
 # fallocates its block volumes, which on XFS allocates unwritten extents, not data). Host-path
 # is built from the shared peers and cached by version (tests/tools/build-peers.sh hostpath).
 #
-# Usage: tests/bench/delta.sh [--smoke] [--sizes 10,50] [--changed-mib 64] [--reps 3]
+# Usage: [SNAPCSI_BENCH_PROFILE=dev] tests/bench/delta.sh [--smoke] [--sizes 10,50]
+#            [--changed-mib 64] [--reps 3]
 #   --smoke   1 and 2 GiB, one repetition, answers checked, no goal check (about a minute)
 # Root (loop devices, mounts). Prints a table and the host-path/snapcsi ratio per size; exits 1
 # when the goal (snapcsi flat in size, >= 100x faster at the largest) is missed.
@@ -50,7 +51,8 @@ mkdir "$work/mnt"
 mount "$dev" "$work/mnt"
 say "XFS (reflink=1) on $dev over a sparse $fs_size file, mounted at $work/mnt"
 
-# The real numbers from the release build; a smoke run (correctness only) reuses the debug one.
-profile=(--profile bench)
+# The real numbers from the release build (SNAPCSI_BENCH_PROFILE=dev: the debug build, slower
+# for snapcsi, when a release build is not worth its time); a smoke run uses the debug one.
+profile=(--profile "${SNAPCSI_BENCH_PROFILE:-bench}")
 ((smoke)) && profile=(--profile dev)
 cargo bench --quiet "${profile[@]}" --bench delta -- --dir "$work/mnt" --hostpath "$HOSTPATHPLUGIN" "$@"
