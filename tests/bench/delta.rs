@@ -136,8 +136,8 @@ async fn start(kind: Kind, args: &Args, dir: &Path) -> Driver {
                 "all",
                 "--node-id",
                 "bench",
-                "--log-level",
-                "info",
+                "--log-format",
+                "json",
             ])
             .args(["--endpoint", &endpoint])
             .arg("--data-dir")
@@ -398,12 +398,18 @@ async fn measure(kind: Kind, args: &Args, size: u64) -> Sample {
         .expect("DeleteVolume");
     drop(driver);
     // snapcsi's log line names the method that ran.
-    let method = std::fs::read_to_string(dir.join("driver.log"))
-        .unwrap_or_default()
+    let log = std::fs::read_to_string(dir.join("driver.log")).unwrap_or_default();
+    let method = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["rpc"] == "GetMetadataDelta")
         .find_map(|v| v["method"].as_str().map(str::to_owned));
+    if method.is_none() && kind == Kind::Snapcsi {
+        eprintln!("no method in the snapcsi log; its lines about streams:");
+        for line in log.lines().filter(|l| l.contains("streamed")) {
+            eprintln!("  {line}");
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Sample {
         method,
