@@ -30,6 +30,7 @@ fn describe(caps: &Capabilities) -> String {
         (caps.expand_volume, "expand"),
         (caps.get_capacity, "capacity"),
         (caps.group_snapshot, "group snapshots"),
+        (caps.snapshot_metadata, "changed block tracking"),
     ] {
         if on {
             out.push(name);

@@ -104,6 +104,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 60)]
     pub create_grace_seconds: u64,
 
+    /// Shape of SnapshotMetadata answers (changed block tracking): 0 = VARIABLE_LENGTH, one
+    /// tuple per extent or changed run; otherwise FIXED_LENGTH tuples of this many bytes (a
+    /// multiple of 4096, e.g. `64Ki`), aligned to it.
+    #[arg(long, default_value = "0", value_parser = parse_block_size)]
+    pub snapshot_metadata_block_size: u64,
+
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. `127.0.0.1:9090`.
     /// Off when not given.
     #[arg(long)]
@@ -339,6 +345,17 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
     number
         .checked_mul(multiplier)
         .ok_or_else(|| format!("{value:?}: too large"))
+}
+
+/// A SnapshotMetadata block size: 0 (variable length) or a multiple of 4096 up to 1 GiB.
+fn parse_block_size(value: &str) -> Result<u64, String> {
+    let size = parse_size(value)?;
+    if size != 0 && (!size.is_multiple_of(4096) || size > 1 << 30) {
+        return Err(format!(
+            "{value:?}: a block size is 0 (variable length) or a multiple of 4096 up to 1Gi"
+        ));
+    }
+    Ok(size)
 }
 
 fn parse_mode(value: &str) -> Result<u32, String> {

@@ -37,6 +37,20 @@ pub struct CloudLabels {
     pub status: String,
 }
 
+/// Labels of a SnapshotMetadata stream.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetadataLabels {
+    /// `GetMetadataAllocated` or `GetMetadataDelta`.
+    pub rpc: String,
+    /// Backend kind.
+    pub backend: String,
+    /// How the ranges were found: `allocation`, `extents` (extent maps, no data read) or
+    /// `data` (both snapshots read and compared).
+    pub method: String,
+    /// gRPC code name the stream ended with.
+    pub code: String,
+}
+
 /// Labels naming a backend.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
@@ -75,6 +89,8 @@ pub struct Metrics {
     /// (kind, CSI name) -> the ids last warned about, chosen first (see `backend::names`).
     duplicates: Mutex<HashMap<(&'static str, String), Vec<String>>>,
     in_flight: Gauge,
+    metadata_streams: Family<MetadataLabels, Counter>,
+    metadata_bytes_read: Family<MetadataLabels, Counter>,
 }
 
 impl Metrics {
@@ -93,6 +109,8 @@ impl Metrics {
         let snapshots_deleted = Family::<BackendLabels, Counter>::default();
         let duplicate_names = Family::<ObjectLabels, Counter>::default();
         let in_flight = Gauge::default();
+        let metadata_streams = Family::<MetadataLabels, Counter>::default();
+        let metadata_bytes_read = Family::<MetadataLabels, Counter>::default();
         registry.register("rpc_requests", "CSI calls answered", rpc_requests.clone());
         registry.register(
             "rpc_duration_seconds",
@@ -129,6 +147,16 @@ impl Metrics {
             "Operations holding an in-flight guard",
             in_flight.clone(),
         );
+        registry.register(
+            "snapshot_metadata_streams",
+            "SnapshotMetadata streams answered, by how the ranges were found",
+            metadata_streams.clone(),
+        );
+        registry.register(
+            "snapshot_metadata_read_bytes",
+            "Bytes of snapshot data read to answer SnapshotMetadata streams",
+            metadata_bytes_read.clone(),
+        );
         Self {
             registry,
             rpc_requests,
@@ -140,6 +168,8 @@ impl Metrics {
             duplicate_names,
             duplicates: Mutex::default(),
             in_flight,
+            metadata_streams,
+            metadata_bytes_read,
         }
     }
 
@@ -228,6 +258,28 @@ impl Metrics {
     pub fn duplicate_ids(&self, kind: &'static str, name: &str) -> Option<Vec<String>> {
         let known = self.duplicates.lock().unwrap_or_else(|p| p.into_inner());
         known.get(&(kind, name.to_owned())).cloned()
+    }
+
+    /// Records one finished SnapshotMetadata stream: how its ranges were found (`method`) and
+    /// how many bytes of snapshot data that read.
+    pub fn snapshot_metadata(
+        &self,
+        rpc: &str,
+        backend: &str,
+        method: &str,
+        code: tonic::Code,
+        bytes_read: u64,
+    ) {
+        let labels = MetadataLabels {
+            rpc: rpc.to_owned(),
+            backend: backend.to_owned(),
+            method: method.to_owned(),
+            code: format!("{code:?}"),
+        };
+        self.metadata_streams.get_or_create(&labels).inc();
+        self.metadata_bytes_read
+            .get_or_create(&labels)
+            .inc_by(bytes_read);
     }
 
     /// An operation took an in-flight guard.

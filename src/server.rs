@@ -7,12 +7,14 @@ use crate::config::{BackendKind, Endpoint, Mode, ServeArgs};
 use crate::csi::controller::ControllerService;
 use crate::csi::group::GroupService;
 use crate::csi::identity::IdentityService;
+use crate::csi::metadata::{BlockFormat, MetadataService};
 use crate::csi::node::NodeService;
 use crate::ops::Ops;
 use crate::proto::controller_server::ControllerServer;
 use crate::proto::group_controller_server::GroupControllerServer;
 use crate::proto::identity_server::IdentityServer;
 use crate::proto::node_server::NodeServer;
+use crate::proto::snapshot_metadata_server::SnapshotMetadataServer;
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
@@ -168,6 +170,12 @@ pub async fn serve(
         // Registered only when the backend can do it: Identity advertises exactly this.
         if ops.backend().capabilities().group_snapshot {
             router = router.add_service(GroupControllerServer::new(GroupService::new(ops.clone())));
+        }
+        if ops.backend().capabilities().snapshot_metadata {
+            router = router.add_service(SnapshotMetadataServer::new(MetadataService::new(
+                ops.clone(),
+                BlockFormat::from_block_size(args.snapshot_metadata_block_size),
+            )));
         }
         router = router.add_service(ControllerServer::new(ControllerService::new(
             ops,

@@ -56,7 +56,182 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
         .expect("volume")
         .volume_id;
 
-    let cases: Vec<Case> = vec![
+    let other = c
+        .create_volume(csi::CreateVolumeRequest {
+            name: "table-other".into(),
+            volume_capabilities: vec![good_cap()],
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: 16 << 20,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("volume")
+        .into_inner()
+        .volume
+        .expect("volume")
+        .volume_id;
+    // Snapshots for the SnapshotMetadata rows: two of `volume` (a then b) and one of another.
+    let snap = |volume: String, name: &'static str| {
+        let mut c = c.clone();
+        async move {
+            c.create_snapshot(csi::CreateSnapshotRequest {
+                source_volume_id: volume,
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("snapshot")
+            .into_inner()
+            .snapshot
+            .expect("snapshot")
+            .snapshot_id
+        }
+    };
+    let snap_a = snap(volume.clone(), "table-snap-a").await;
+    let snap_b = snap(volume.clone(), "table-snap-b").await;
+    let snap_other = snap(other, "table-snap-other").await;
+    let mut m = snapcsi::proto::snapshot_metadata_client::SnapshotMetadataClient::new(
+        driver.channel.clone(),
+    );
+    let unknown_snapshot = "snap-0190a000-0000-7000-8000-000000000000".to_owned();
+    let allocated = |snapshot_id: &str, starting_offset: i64, max_results: i32| {
+        csi::GetMetadataAllocatedRequest {
+            snapshot_id: snapshot_id.into(),
+            starting_offset,
+            max_results,
+            ..Default::default()
+        }
+    };
+    let delta = |base: &str, target: &str, starting_offset: i64, max_results: i32| {
+        csi::GetMetadataDeltaRequest {
+            base_snapshot_id: base.into(),
+            target_snapshot_id: target.into(),
+            starting_offset,
+            max_results,
+            ..Default::default()
+        }
+    };
+
+    let cases: Vec<Case> =
+        vec![
+        // GetMetadataAllocated (CSI "GetMetadataAllocated Errors")
+        (
+            "GetMetadataAllocated missing snapshot_id",
+            done(m.get_metadata_allocated(allocated("", 0, 0)).await),
+            Code::InvalidArgument,
+            "snapshot_id",
+        ),
+        (
+            "GetMetadataAllocated oversized snapshot_id",
+            done(m.get_metadata_allocated(allocated(&huge, 0, 0)).await),
+            Code::InvalidArgument,
+            "snapshot_id",
+        ),
+        (
+            "GetMetadataAllocated malformed snapshot_id",
+            done(m.get_metadata_allocated(allocated("../etc/passwd", 0, 0)).await),
+            Code::NotFound,
+            "snapshot_id",
+        ),
+        (
+            "GetMetadataAllocated unknown snapshot",
+            done(m.get_metadata_allocated(allocated(&unknown_snapshot, 0, 0)).await),
+            Code::NotFound,
+            "snapshot_id",
+        ),
+        (
+            "GetMetadataAllocated a volume id as snapshot_id",
+            done(m.get_metadata_allocated(allocated(&volume, 0, 0)).await),
+            Code::NotFound,
+            "snapshot_id",
+        ),
+        (
+            "GetMetadataAllocated negative starting_offset",
+            done(m.get_metadata_allocated(allocated(&snap_a, -1, 0)).await),
+            Code::OutOfRange,
+            "starting_offset",
+        ),
+        (
+            "GetMetadataAllocated starting_offset past the end",
+            done(m.get_metadata_allocated(allocated(&snap_a, (16 << 20) + 1, 0)).await),
+            Code::OutOfRange,
+            "starting_offset",
+        ),
+        (
+            "GetMetadataAllocated negative max_results",
+            done(m.get_metadata_allocated(allocated(&snap_a, 0, -5)).await),
+            Code::InvalidArgument,
+            "max_results",
+        ),
+        // GetMetadataDelta (CSI "GetMetadataDelta Errors")
+        (
+            "GetMetadataDelta missing base_snapshot_id",
+            done(m.get_metadata_delta(delta("", &snap_b, 0, 0)).await),
+            Code::InvalidArgument,
+            "base_snapshot_id",
+        ),
+        (
+            "GetMetadataDelta missing target_snapshot_id",
+            done(m.get_metadata_delta(delta(&snap_a, "", 0, 0)).await),
+            Code::InvalidArgument,
+            "target_snapshot_id",
+        ),
+        (
+            "GetMetadataDelta oversized target_snapshot_id",
+            done(m.get_metadata_delta(delta(&snap_a, &huge, 0, 0)).await),
+            Code::InvalidArgument,
+            "target_snapshot_id",
+        ),
+        (
+            "GetMetadataDelta unknown base",
+            done(m.get_metadata_delta(delta(&unknown_snapshot, &snap_b, 0, 0)).await),
+            Code::NotFound,
+            "base_snapshot_id",
+        ),
+        (
+            "GetMetadataDelta unknown target",
+            done(m.get_metadata_delta(delta(&snap_a, &unknown_snapshot, 0, 0)).await),
+            Code::NotFound,
+            "target_snapshot_id",
+        ),
+        (
+            "GetMetadataDelta base and target the same snapshot",
+            done(m.get_metadata_delta(delta(&snap_a, &snap_a, 0, 0)).await),
+            Code::InvalidArgument,
+            "target_snapshot_id",
+        ),
+        (
+            "GetMetadataDelta snapshots of different volumes",
+            done(m.get_metadata_delta(delta(&snap_a, &snap_other, 0, 0)).await),
+            Code::InvalidArgument,
+            "target_snapshot_id",
+        ),
+        (
+            "GetMetadataDelta base newer than target",
+            done(m.get_metadata_delta(delta(&snap_b, &snap_a, 0, 0)).await),
+            Code::InvalidArgument,
+            "base_snapshot_id",
+        ),
+        (
+            "GetMetadataDelta negative starting_offset",
+            done(m.get_metadata_delta(delta(&snap_a, &snap_b, -4096, 0)).await),
+            Code::OutOfRange,
+            "starting_offset",
+        ),
+        (
+            "GetMetadataDelta starting_offset past the end",
+            done(m.get_metadata_delta(delta(&snap_a, &snap_b, i64::MAX, 0)).await),
+            Code::OutOfRange,
+            "starting_offset",
+        ),
+        (
+            "GetMetadataDelta negative max_results",
+            done(m.get_metadata_delta(delta(&snap_a, &snap_b, 0, i32::MIN)).await),
+            Code::InvalidArgument,
+            "max_results",
+        ),
         // CreateVolume
         (
             "CreateVolume missing name",

@@ -16,7 +16,8 @@
 #   sanity   tests/csi-sanity.sh (csi-sanity, mount and block access types)
 #   sanity-* tests/sanity-<backend>.sh (csi-sanity Controller+Identity per cloud backend)
 #   e2e      tests/k8s/e2e.sh (real kube-apiserver + sidecars, VolumeSnapshot and
-#            VolumeGroupSnapshot scenarios)
+#            VolumeGroupSnapshot scenarios; changed block tracking through the real
+#            external-snapshot-metadata sidecar, built from ../shared/peers on first use)
 #
 # A failing fmt, clippy or test phase does not stop the later ones, so one run
 # reports everything; a failing prereqs phase stops the run, and a failing

@@ -125,6 +125,7 @@ impl Backend for MemoryBackend {
             min_volume_bytes: 0,
             node_local: false,
             group_snapshot: true,
+            snapshot_metadata: false,
         }
     }
 

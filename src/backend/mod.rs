@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod deltacloud;
 pub mod local;
 pub mod memory;
+pub mod metadata;
 pub mod names;
 pub mod registry;
 pub mod scp;
@@ -24,6 +25,7 @@ pub use types::{
 
 use crate::secret::Secrets;
 use async_trait::async_trait;
+use metadata::BlockRanges;
 use std::fmt;
 use std::sync::Arc;
 
@@ -115,6 +117,19 @@ impl BackendError {
             format!(
                 "snapshot_id: snapshot {snapshot} is a member of group snapshot {group}; \
                  delete the group (DeleteVolumeGroupSnapshot) instead"
+            ),
+        )
+    }
+
+    /// The answer of a snapshot metadata call on a backend without
+    /// [`Capabilities::snapshot_metadata`]. CSI GetMetadataDelta: "Changed block tracking is not
+    /// enabled" -> FAILED_PRECONDITION ("the caller should perform a full backup instead").
+    pub fn no_metadata(kind: &str) -> Self {
+        Self::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "snapshot metadata (changed block tracking) is not available for snapshots of \
+                 the {kind} backend: take a full backup instead"
             ),
         )
     }
@@ -255,5 +270,28 @@ pub trait Backend: Send + Sync + 'static {
     /// Deletes a group snapshot and all its members; missing is success.
     async fn delete_group_snapshot(&self, _id: &GroupSnapshotId) -> BackendResult<()> {
         Err(BackendError::no_groups(self.kind()))
+    }
+
+    /// The allocated ranges of a snapshot's image, from byte `from` on
+    /// ([`Capabilities::snapshot_metadata`]). A missing snapshot is [`ErrorKind::NotFound`].
+    async fn allocated_blocks(
+        &self,
+        _snapshot: &SnapshotId,
+        _from: u64,
+    ) -> BackendResult<Box<dyn BlockRanges>> {
+        Err(BackendError::no_metadata(self.kind()))
+    }
+
+    /// The ranges in which `target` differs from `base`, from byte `from` on. The caller has
+    /// checked that both are snapshots of one volume and `base` is the older; a missing one is
+    /// [`ErrorKind::NotFound`]. Ranges past the end of a smaller `base` that hold data in
+    /// `target` (the volume grew) are changed.
+    async fn changed_blocks(
+        &self,
+        _base: &SnapshotId,
+        _target: &SnapshotId,
+        _from: u64,
+    ) -> BackendResult<Box<dyn BlockRanges>> {
+        Err(BackendError::no_metadata(self.kind()))
     }
 }

@@ -7,6 +7,7 @@
 //! (delete, get, expand) reach the instance that made the object. With one instance, ids are
 //! the backend's own.
 
+use crate::backend::metadata::BlockRanges;
 use crate::backend::{
     Backend, BackendError, BackendResult, Capabilities, CreateGroupSnapshot, CreateSnapshot,
     CreateVolume, ErrorKind, GroupSnapshot, GroupSnapshotId, Page, PageRequest, Snapshot,
@@ -277,6 +278,7 @@ impl Backend for Registry {
                 min_volume_bytes: a.min_volume_bytes.max(b.min_volume_bytes),
                 node_local: a.node_local || b.node_local,
                 group_snapshot: a.group_snapshot || b.group_snapshot,
+                snapshot_metadata: a.snapshot_metadata || b.snapshot_metadata,
             })
             .unwrap_or(self.instances[self.default].backend.capabilities())
     }
@@ -457,6 +459,51 @@ impl Backend for Registry {
                     .await
             }
         }
+    }
+
+    async fn allocated_blocks(
+        &self,
+        snapshot: &SnapshotId,
+        from: u64,
+    ) -> BackendResult<Box<dyn BlockRanges>> {
+        let (index, raw) = self
+            .split(snapshot.as_str())
+            .ok_or_else(|| not_here("snapshot", snapshot.as_str()))?;
+        self.instances[index]
+            .backend
+            .allocated_blocks(&SnapshotId::new(raw), from)
+            .await
+    }
+
+    async fn changed_blocks(
+        &self,
+        base: &SnapshotId,
+        target: &SnapshotId,
+        from: u64,
+    ) -> BackendResult<Box<dyn BlockRanges>> {
+        let (base_index, base_raw) = self
+            .split(base.as_str())
+            .ok_or_else(|| not_here("base snapshot", base.as_str()))?;
+        let (index, target_raw) = self
+            .split(target.as_str())
+            .ok_or_else(|| not_here("target snapshot", target.as_str()))?;
+        if base_index != index {
+            return Err(BackendError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "base_snapshot_id {base} and target_snapshot_id {target} live in different \
+                     backend instances, so they cannot be snapshots of one volume"
+                ),
+            ));
+        }
+        self.instances[index]
+            .backend
+            .changed_blocks(
+                &SnapshotId::new(base_raw),
+                &SnapshotId::new(target_raw),
+                from,
+            )
+            .await
     }
 
     async fn list_snapshots(

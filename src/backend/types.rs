@@ -69,6 +69,9 @@ pub struct Capabilities {
     /// Several volumes can be snapshotted together, write-order consistent (CSI
     /// GroupController); the group calls of [`crate::backend::Backend`] work.
     pub group_snapshot: bool,
+    /// The allocated and changed byte ranges of snapshots can be listed (CSI SnapshotMetadata,
+    /// changed block tracking); `allocated_blocks` and `changed_blocks` work.
+    pub snapshot_metadata: bool,
 }
 
 /// Where a new volume's content comes from.

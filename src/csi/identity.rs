@@ -115,6 +115,10 @@ impl Identity for IdentityService {
             // server.rs registers the GroupController service under the same condition.
             capabilities.push(service(Type::GroupControllerService));
         }
+        if backend.is_some_and(|c| c.snapshot_metadata) {
+            // server.rs registers the SnapshotMetadata service under the same condition.
+            capabilities.push(service(Type::SnapshotMetadataService));
+        }
         let node_local = self.node_layout.is_some() || backend.is_some_and(|c| c.node_local);
         if node_local {
             capabilities.push(service(Type::VolumeAccessibilityConstraints));

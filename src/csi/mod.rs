@@ -1,9 +1,11 @@
-//! The gRPC surface: the CSI Identity, Controller, GroupController and Node services.
+//! The gRPC surface: the CSI Identity, Controller, GroupController, SnapshotMetadata and Node
+//! services.
 
 pub mod controller;
 pub mod convert;
 pub mod group;
 pub mod identity;
+pub mod metadata;
 pub mod node;
 pub mod validate;
 

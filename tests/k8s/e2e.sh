@@ -6,7 +6,9 @@
 # Then: every manifest in deploy/ is applied with --dry-run=server (schemas checked by the real
 # API server), and the scenarios in tests/kube_e2e.rs and tests/kube_group_e2e.rs (group
 # snapshots: CSIVolumeGroupSnapshot feature gate on both snapshot controllers) run against it,
-# then a SnapshotSchedule with the `snapcsi scheduler` binary (tests/kube_scheduler_e2e.rs).
+# then a SnapshotSchedule with the `snapcsi scheduler` binary (tests/kube_scheduler_e2e.rs),
+# then changed block tracking through the real external-snapshot-metadata sidecar
+# (tests/k8s/cbt-e2e.sh).
 #
 # Usage: tests/k8s/e2e.sh   (root; builds the tools on first use, cached by version)
 set -euo pipefail
@@ -153,6 +155,12 @@ phase "group scenario"
 # `snapcsi scheduler` (real clock) -> VolumeSnapshot -> the sidecars above -> ready. Last: it
 # reuses kube_e2e's classes and leaves its snapshots behind.
 SNAPCSI_E2E=1 cargo test --quiet --test kube_scheduler_e2e -- --nocapture
-failed=0
 phase "scheduled snapshot"
+# ---- changed block tracking (SnapshotMetadata): its own script, on this cluster -------------
+# The real external-snapshot-metadata sidecar in front of snapcsi, its component dry-run and
+# its client tools: tests/k8s/cbt-e2e.sh and tests/kube_cbt_e2e.rs.
+SNAPCSI_E2E_SOCKET=$socket SNAPCSI_E2E_DATA=$work/data E2E_WORK=$work "$root/tests/k8s/cbt-e2e.sh"
+phase "changed block tracking"
+# ---------------------------------------------------------------------------------------------
+failed=0
 say "all green"

@@ -543,6 +543,7 @@ impl Backend for CinderBackend {
             min_volume_bytes: 0,
             node_local: false,
             group_snapshot: false,
+            snapshot_metadata: false,
         }
     }
 

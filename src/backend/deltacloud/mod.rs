@@ -286,6 +286,7 @@ impl Backend for DeltacloudBackend {
             min_volume_bytes: 0,
             node_local: false,
             group_snapshot: false,
+            snapshot_metadata: false,
         }
     }
 

@@ -22,8 +22,10 @@
 //! ```
 
 pub mod clone;
+pub mod extents;
 pub mod store;
 
+use crate::backend::metadata::BlockRanges;
 use crate::backend::{
     Backend, BackendError, BackendResult, Capabilities, CreateGroupSnapshot, CreateSnapshot,
     CreateVolume, ErrorKind, GroupSnapshot, GroupSnapshotId, Page, PageRequest, Snapshot,
@@ -113,6 +115,9 @@ pub struct LocalBackend {
     /// sharing a mounted volume would fail each other; taking turns costs little since a
     /// frozen clone is a reflink. It also makes lock order between groups a non-issue.
     freeze_turn: tokio::sync::Mutex<()>,
+    /// Whether the data directory's file system clones by reflink, probed at the first
+    /// GetMetadataDelta: it picks how snapshots are compared (see [`extents`]).
+    reflink: tokio::sync::OnceCell<bool>,
 }
 
 fn io_error(what: impl std::fmt::Display, error: std::io::Error) -> BackendError {
@@ -145,6 +150,7 @@ impl LocalBackend {
             store: Arc::new(store),
             max_capacity: config.max_capacity,
             freeze_turn: tokio::sync::Mutex::new(()),
+            reflink: tokio::sync::OnceCell::new(),
         };
         backend.sweep_orphans()?;
         Ok(backend)
@@ -371,6 +377,7 @@ impl Backend for LocalBackend {
             min_volume_bytes: 0,
             node_local: true,
             group_snapshot: true,
+            snapshot_metadata: true,
         }
     }
 
@@ -733,6 +740,53 @@ impl Backend for LocalBackend {
             }
         }
         Ok(())
+    }
+
+    async fn allocated_blocks(
+        &self,
+        snapshot: &SnapshotId,
+        from: u64,
+    ) -> BackendResult<Box<dyn BlockRanges>> {
+        let path = self.snapshot_path(snapshot.as_str())?;
+        extents::allocated(path, format!("snapshot {snapshot}"), from).await
+    }
+
+    async fn changed_blocks(
+        &self,
+        base: &SnapshotId,
+        target: &SnapshotId,
+        from: u64,
+    ) -> BackendResult<Box<dyn BlockRanges>> {
+        let base_path = self.snapshot_path(base.as_str())?;
+        let target_path = self.snapshot_path(target.as_str())?;
+        let snapshots = self.layout.root.join("snapshots");
+        let reflink = *self
+            .reflink
+            .get_or_init(|| async move {
+                let yes =
+                    tokio::task::spawn_blocking(move || extents::supports_reflink(&snapshots))
+                        .await
+                        .unwrap_or(false);
+                tracing::info!(
+                    reflink = yes,
+                    "snapshot deltas compare {}",
+                    if yes {
+                        "extent maps (FIEMAP)"
+                    } else {
+                        "content"
+                    }
+                );
+                yes
+            })
+            .await;
+        extents::changed(
+            base_path,
+            target_path,
+            format!("delta {base}..{target}"),
+            from,
+            reflink,
+        )
+        .await
     }
 }
 

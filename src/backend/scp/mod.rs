@@ -553,6 +553,7 @@ impl Backend for ScpBackend {
             min_volume_bytes: MIN_VOLUME_GB * GIB,
             node_local: false,
             group_snapshot: false,
+            snapshot_metadata: false,
         }
     }
 

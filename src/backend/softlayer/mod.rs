@@ -250,6 +250,7 @@ impl Backend for SoftLayerBackend {
             min_volume_bytes: 0,
             node_local: false,
             group_snapshot: false,
+            snapshot_metadata: false,
         }
     }
 
