@@ -46,5 +46,6 @@ curl -sf -m 5 "$url" >/dev/null || { echo "keystone not ready" >&2; exit 1; }
 echo "KEYSTONE_URL=$url"
 echo "KEYSTONE_ADMIN_USER=admin"
 echo "KEYSTONE_ADMIN_PASSWORD=$admin_password"
-"$venv/bin/python" "$here/keystone_provision.py" "$url" "$admin_password" "$cinder_port"
+"$venv/bin/python" "$here/keystone_provision.py" "$url" "$admin_password" "$cinder_port" \
+    ${NOVA_PORT:+"$NOVA_PORT" "${PLACEMENT_PORT:?PLACEMENT_PORT goes with NOVA_PORT}"}
 echo "keystone ready on 127.0.0.1:$port" >&2
