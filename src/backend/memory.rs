@@ -124,6 +124,8 @@ impl Backend for MemoryBackend {
             size_granularity_bytes: 1,
             node_local: false,
             group_snapshot: true,
+            attach: false,
+            zones: false,
         }
     }
 
@@ -154,6 +156,7 @@ impl Backend for MemoryBackend {
             size_bytes: request.size_bytes,
             source: request.source.clone(),
             ready: true,
+            zone: None,
         };
         state.volume_names.insert(request.name.clone(), id.clone());
         state.volumes.insert(id, volume.clone());

@@ -19,6 +19,8 @@ pub struct IdentityService {
     backend: Option<Arc<dyn Backend>>,
     /// The data directory, when this process serves node-local volumes.
     node_layout: Option<Layout>,
+    /// Whether this process's node reports an availability zone (cloud disks).
+    node_zone: bool,
 }
 
 impl IdentityService {
@@ -32,7 +34,14 @@ impl IdentityService {
             driver_name,
             backend,
             node_layout,
+            node_zone: false,
         }
+    }
+
+    /// This identity for a node that reports its availability zone in NodeGetInfo.
+    pub fn with_node_zone(mut self, node_zone: bool) -> Self {
+        self.node_zone = node_zone;
+        self
     }
 
     async fn check(&self) -> Result<(), String> {
@@ -93,7 +102,7 @@ impl Identity for IdentityService {
             capabilities.push(service(Type::GroupControllerService));
         }
         let node_local = self.node_layout.is_some() || backend.is_some_and(|c| c.node_local);
-        if node_local {
+        if node_local || self.node_zone || backend.is_some_and(|c| c.zones) {
             capabilities.push(service(Type::VolumeAccessibilityConstraints));
         }
         if self.node_layout.is_some() || backend.is_some_and(|c| c.expand_volume) {

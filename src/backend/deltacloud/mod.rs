@@ -188,6 +188,7 @@ impl DeltacloudBackend {
                 .and_then(|m| m.source)
                 .map(|s| VolumeSource::Snapshot(SnapshotId::new(s))),
             ready: readiness(v.state.as_deref()) == Readiness::Ready,
+            zone: None,
         }
     }
 
@@ -284,6 +285,8 @@ impl Backend for DeltacloudBackend {
             size_granularity_bytes: GIB,
             node_local: false,
             group_snapshot: false,
+            attach: false,
+            zones: false,
         }
     }
 

@@ -302,6 +302,7 @@ fn to_volume(record: VolumeRecord) -> Volume {
             SourceRecord::Volume(id) => VolumeSource::Volume(VolumeId::new(id)),
         }),
         ready: true,
+        zone: None,
     }
 }
 
@@ -370,6 +371,8 @@ impl Backend for LocalBackend {
             size_granularity_bytes: GRANULARITY,
             node_local: true,
             group_snapshot: true,
+            attach: false,
+            zones: false,
         }
     }
 

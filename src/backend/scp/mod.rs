@@ -402,6 +402,7 @@ impl ScpBackend {
                 .filter(|s| !s.is_empty())
                 .map(|s| VolumeSource::Snapshot(SnapshotId::new(s))),
             ready,
+            zone: None,
         })
     }
 }
@@ -463,6 +464,8 @@ impl Backend for ScpBackend {
             size_granularity_bytes: GIB,
             node_local: false,
             group_snapshot: false,
+            attach: false,
+            zones: false,
         }
     }
 

@@ -140,6 +140,7 @@ impl SoftLayerBackend {
             size_bytes: storage.capacity_gb.unwrap_or(0).saturating_mul(GIB),
             source: None,
             ready: storage.active_transaction_count.unwrap_or(0) == 0,
+            zone: None,
         })
     }
 
@@ -248,6 +249,8 @@ impl Backend for SoftLayerBackend {
             size_granularity_bytes: GIB,
             node_local: false,
             group_snapshot: false,
+            attach: false,
+            zones: false,
         }
     }
 
