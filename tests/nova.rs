@@ -693,7 +693,7 @@ struct Controller {
 impl Controller {
     async fn start(dir: &Path, config: &Path) -> Controller {
         let socket = dir.join("csi.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_snapcsi"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_snapcsi"))
             .args(["serve", "--mode", "controller", "--endpoint"])
             .arg(format!("unix://{}", socket.display()))
             .arg("--data-dir")
@@ -712,6 +712,8 @@ impl Controller {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("driver did not come up");
     }
 

@@ -3,7 +3,8 @@
 //! Each RPC validates its request (`validate`), runs through `ops` (idempotency by name,
 //! in-flight guard, paging) and converts the answer (`convert`). Capabilities advertised are
 //! derived from the backend's [`Capabilities`], so an RPC is advertised exactly when it works;
-//! the ones never advertised (publish/unpublish, modify) answer UNIMPLEMENTED as the spec asks.
+//! one not advertised (publish/unpublish on a backend that attaches nothing, modify) answers
+//! UNIMPLEMENTED as the spec asks.
 
 use super::convert::{self, TOPOLOGY_KEY, ZONE_KEY};
 use super::validate::{self, Access};

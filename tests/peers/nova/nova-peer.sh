@@ -137,6 +137,11 @@ www_authenticate_uri = $KEYSTONE_URL
 $(auth placement nova)
 valid_interfaces = public
 
+# Cinder lets only Nova delete an attachment Nova made (ConflictNovaUsingAttachment
+# otherwise): Nova proves it is Nova with a service token.
+$(auth service_user nova)
+send_service_user_token = true
+
 # The launcher's empty network endpoint (see nova_allinone.py).
 $(auth neutron nova)
 endpoint_override = http://127.0.0.1:$neutron_port
