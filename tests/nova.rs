@@ -370,7 +370,8 @@ async fn backend_attach_detach(peer: &Peer, api: &Api) {
     // Nova's disk limit: the root disk and NOVA_MAX_DISKS - 1 volumes, then RESOURCE_EXHAUSTED.
     let max: usize = peer.get("NOVA_MAX_DISKS").parse().expect("number");
     let mut filled = Vec::new();
-    for i in 0..max {
+    let present = api.server_volumes(c).await.len();
+    for i in present..max {
         let volume = create(&b, &format!("nova-limit-{i}"), &[]).await;
         let result = b.publish_volume(&publish(&volume, c, false)).await;
         filled.push(volume);

@@ -3,6 +3,7 @@ through the real APIs, and prints peer.env lines (KEY=value):
 
   a flavor without local disk (servers boot from a Cinder volume: there is no Glance here)
   a Cinder volume type `multiattach` (extra spec multiattach="<is> True")
+  room in the demo project's Cinder quota (200 volumes)
   three servers of the demo project, each booted from its own 1 GiB volume, ACTIVE
 
 Usage: python nova_provision.py <peer.env> <nova pid file>
@@ -100,6 +101,10 @@ def main():
         "name": "snapcsi.tiny", "ram": 64, "vcpus": 1, "disk": 0}}, admin, COMPUTE)["flavor"]["id"]
     call("%s/%s/types" % (cinder, admin_project), "POST", {"volume_type": {
         "name": "multiattach", "extra_specs": {"multiattach": "<is> True"}}}, admin, "volume 3.0")
+
+    # The tests make more than Cinder's default 10 volumes per project.
+    call("%s/%s/os-quota-sets/%s" % (cinder, admin_project, env["KEYSTONE_DEMO_PROJECT_ID"]), "PUT",
+         {"quota_set": {"volumes": 200, "gigabytes": 2000, "snapshots": 200}}, admin, "volume 3.0")
 
     demo = token(env, env["KEYSTONE_DEMO_USER"], env["KEYSTONE_DEMO_PASSWORD"], env["KEYSTONE_DEMO_PROJECT"])
     demo_project = env["KEYSTONE_DEMO_PROJECT_ID"]
