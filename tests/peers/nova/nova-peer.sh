@@ -105,11 +105,13 @@ my_block_storage_ip = 127.0.0.1
 [api]
 auth_strategy = keystone
 
+# Nova's services are threads of one process here, all writing to sqlite: wait for the lock
+# (sqlite3's `timeout`, 5 s by default) instead of failing a build on a busy machine.
 [api_database]
-connection = sqlite:///$dir/nova/api.sqlite
+connection = sqlite:///$dir/nova/api.sqlite?timeout=120
 
 [database]
-connection = sqlite:///$dir/nova/cell1.sqlite
+connection = sqlite:///$dir/nova/cell1.sqlite?timeout=120
 
 [oslo_concurrency]
 lock_path = $dir/nova/locks
@@ -154,7 +156,7 @@ log_dir = $dir/logs
 auth_strategy = keystone
 
 [placement_database]
-connection = sqlite:///$dir/nova/placement.sqlite
+connection = sqlite:///$dir/nova/placement.sqlite?timeout=120
 
 $(auth keystone_authtoken placement)
 www_authenticate_uri = $KEYSTONE_URL
@@ -167,8 +169,8 @@ manage() {
 "$venv/bin/placement-manage" --config-file "$conf/placement.conf" db sync >"$dir/logs/placement-manage.out" 2>&1 \
     || { tail -20 "$dir/logs/placement-manage.out" >&2; die "placement-manage db sync failed"; }
 manage api_db sync
-manage cell_v2 map_cell0 --database_connection "sqlite:///$dir/nova/cell0.sqlite"
-manage cell_v2 create_cell --name cell1 --database_connection "sqlite:///$dir/nova/cell1.sqlite" --transport-url fake:/
+manage cell_v2 map_cell0 --database_connection "sqlite:///$dir/nova/cell0.sqlite?timeout=120"
+manage cell_v2 create_cell --name cell1 --database_connection "sqlite:///$dir/nova/cell1.sqlite?timeout=120" --transport-url fake:/
 manage db sync
 
 # shellcheck disable=SC2016  # expanded by the inner shell
