@@ -106,7 +106,7 @@ my_block_storage_ip = 127.0.0.1
 auth_strategy = keystone
 
 # Nova's services are threads of one process here, all writing to sqlite: wait for the lock
-# (sqlite3's `timeout`, 5 s by default) instead of failing a build on a busy machine.
+# (sqlite3's timeout, 5 s by default) instead of failing a build on a busy machine.
 [api_database]
 connection = sqlite:///$dir/nova/api.sqlite?timeout=120
 
