@@ -42,7 +42,7 @@ detach_disks() {
     local dir=$1 dev
     [[ -d $dir/disks ]] || return 0
     while read -r dev; do
-        [[ -n $dev ]] && losetup -d "$dev" 2>/dev/null || true
+        if [[ -n $dev ]]; then losetup -d "$dev" 2>/dev/null || true; fi
     done < <(losetup -l -n -O NAME,BACK-FILE 2>/dev/null | awk -v p="$dir/disks/" 'index($2, p) == 1 { print $1 }')
 }
 
@@ -191,9 +191,10 @@ for _ in $(seq 50); do [[ -s $dir/nova.pid ]] && break; sleep 0.1; done
 # Ready when the compute host is mapped to its cell (the scheduler's periodic discovery) and
 # Placement knows its resource provider; then the servers are booted.
 if ! "$venv/bin/python" "$here/nova_provision.py" "$dir/peer.env" "$dir/nova.pid" \
-    >>"$dir/peer.env" 2>"$dir/logs/provision.err"; then
+    >"$dir/provisioned.env" 2>"$dir/logs/provision.err"; then
     tail -20 "$dir/logs/provision.err" >&2
     tail -40 "$dir/logs/nova-allinone.out" >&2
     die "nova did not become ready"
 fi
+cat "$dir/provisioned.env" >>"$dir/peer.env"
 say "nova ready on 127.0.0.1:$nova_port (pid $(cat "$dir/nova.pid"))"
