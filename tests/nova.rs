@@ -192,9 +192,15 @@ impl Api {
     }
 }
 
+/// A volume name unique to this run (a cloud reused through SNAPCSI_NOVA_PEER keeps the
+/// volumes of a run that failed half-way).
+fn unique(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
 async fn create(b: &CinderBackend, name: &str, parameters: &[(&str, &str)]) -> VolumeId {
     b.create_volume(&CreateVolume {
-        name: name.into(),
+        name: unique(name),
         size_bytes: 1,
         source: None,
         parameters: parameters
@@ -325,7 +331,7 @@ async fn backend_attach_detach(peer: &Peer, api: &Api) {
     // Zones: the topology's zone reaches Cinder; one Cinder does not know is refused.
     let zoned = b
         .create_volume(&CreateVolume {
-            name: "nova-zoned".into(),
+            name: unique("nova-zoned"),
             size_bytes: 1,
             source: None,
             parameters: BTreeMap::new(),
@@ -336,7 +342,7 @@ async fn backend_attach_detach(peer: &Peer, api: &Api) {
     assert_eq!(zoned.zone.as_deref(), Some(peer.get("NOVA_ZONE")));
     let e = b
         .create_volume(&CreateVolume {
-            name: "nova-nowhere".into(),
+            name: unique("nova-nowhere"),
             size_bytes: 1,
             source: None,
             parameters: BTreeMap::new(),
@@ -367,15 +373,16 @@ async fn backend_attach_detach(peer: &Peer, api: &Api) {
         .expect("detach from all");
     api.assert_attached(shared.as_str(), &[], &servers).await;
 
-    // Nova's disk limit: the root disk and NOVA_MAX_DISKS - 1 volumes, then RESOURCE_EXHAUSTED.
+    // Nova's disk limit: NOVA_MAX_DISKS disks (the root disk included), then RESOURCE_EXHAUSTED.
     let max: usize = peer.get("NOVA_MAX_DISKS").parse().expect("number");
     let mut filled = Vec::new();
+    // Nova lists the root disk among the server's volumes; `max` counts it too.
     let present = api.server_volumes(c).await.len();
-    for i in present..max {
+    for i in present..=max {
         let volume = create(&b, &format!("nova-limit-{i}"), &[]).await;
         let result = b.publish_volume(&publish(&volume, c, false)).await;
         filled.push(volume);
-        if i + 1 < max {
+        if i < max {
             result.expect("below the limit");
         } else {
             let e = result.expect_err("over the limit");
@@ -395,6 +402,20 @@ fn mount_cap() -> csi::VolumeCapability {
         access_mode: Some(csi::volume_capability::AccessMode { mode: 1 }),
         access_type: Some(csi::volume_capability::AccessType::Mount(
             csi::volume_capability::MountVolume::default(),
+        )),
+    }
+}
+
+/// xfs for the node half: it grows online with CAP_SYS_ADMIN alone, where online ext4 growth
+/// needs CAP_SYS_RESOURCE, which some sandboxes (this one's CI among them) take away.
+fn xfs_cap() -> csi::VolumeCapability {
+    csi::VolumeCapability {
+        access_mode: Some(csi::volume_capability::AccessMode { mode: 1 }),
+        access_type: Some(csi::volume_capability::AccessType::Mount(
+            csi::volume_capability::MountVolume {
+                fs_type: "xfs".into(),
+                ..Default::default()
+            },
         )),
     }
 }
@@ -463,11 +484,10 @@ async fn csi_and_node(peer: &Peer, api: &Api) {
         .await
         .expect("caps")
         .into_inner();
+    let publish_cap = csi::controller_service_capability::rpc::Type::PublishUnpublishVolume;
     assert!(
-        format!("{caps:?}").contains(&format!(
-            "r#type: {}",
-            csi::controller_service_capability::rpc::Type::PublishUnpublishVolume as i32
-        )),
+        caps.capabilities.iter().any(|c| matches!(&c.r#type,
+            Some(csi::controller_service_capability::Type::Rpc(r)) if r.r#type == publish_cap as i32)),
         "{caps:?}"
     );
     let info = node
@@ -482,12 +502,12 @@ async fn csi_and_node(peer: &Peer, api: &Api) {
 
     let volume = controller
         .create_volume(csi::CreateVolumeRequest {
-            name: "nova-csi-1".into(),
+            name: unique("nova-csi-1"),
             capacity_range: Some(csi::CapacityRange {
                 required_bytes: GIB,
                 limit_bytes: 0,
             }),
-            volume_capabilities: vec![mount_cap()],
+            volume_capabilities: vec![xfs_cap()],
             accessibility_requirements: Some(csi::TopologyRequirement {
                 requisite: vec![topology.clone()],
                 preferred: vec![topology.clone()],
@@ -504,7 +524,7 @@ async fn csi_and_node(peer: &Peer, api: &Api) {
     let publish_req = |node_id: &str| csi::ControllerPublishVolumeRequest {
         volume_id: id.clone(),
         node_id: node_id.to_owned(),
-        volume_capability: Some(mount_cap()),
+        volume_capability: Some(xfs_cap()),
         ..Default::default()
     };
     let context = controller
@@ -541,7 +561,7 @@ async fn csi_and_node(peer: &Peer, api: &Api) {
                 volume_id: id.clone(),
                 publish_context: context,
                 staging_target_path: staging.display().to_string(),
-                volume_capability: Some(mount_cap()),
+                volume_capability: Some(xfs_cap()),
                 ..Default::default()
             };
         let node_publish =
@@ -550,7 +570,7 @@ async fn csi_and_node(peer: &Peer, api: &Api) {
                 publish_context: context,
                 staging_target_path: staging.display().to_string(),
                 target_path: target.display().to_string(),
-                volume_capability: Some(mount_cap()),
+                volume_capability: Some(xfs_cap()),
                 ..Default::default()
             };
         node.node_stage_volume(stage(context.clone()))
@@ -567,7 +587,7 @@ async fn csi_and_node(peer: &Peer, api: &Api) {
                     required_bytes: 2 * GIB,
                     limit_bytes: 0,
                 }),
-                volume_capability: Some(mount_cap()),
+                volume_capability: Some(xfs_cap()),
                 ..Default::default()
             })
             .await
@@ -585,7 +605,7 @@ async fn csi_and_node(peer: &Peer, api: &Api) {
                         required_bytes: 2 * GIB,
                         limit_bytes: 0,
                     }),
-                    volume_capability: Some(mount_cap()),
+                    volume_capability: Some(xfs_cap()),
                     ..Default::default()
                 })
                 .await
