@@ -4,6 +4,8 @@
 # at Cinder on <cinder port>, and an application credential (keystone_provision.py).
 #
 # Usage: keystone-setup.sh VENV DIR PORT CINDER_PORT   (prints peer.env lines on stdout)
+# With NOVA_PORT and PLACEMENT_PORT set, the catalog also gets Nova and Placement, with their
+# service users (tests/peers/nova).
 # Stopped by cinder-peer.sh stop (DIR/keystone.pid leads its own process group).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
