@@ -30,6 +30,8 @@ fn describe(caps: &Capabilities) -> String {
         (caps.expand_volume, "expand"),
         (caps.get_capacity, "capacity"),
         (caps.group_snapshot, "group snapshots"),
+        (caps.attach, "attach"),
+        (caps.zones, "zones"),
     ] {
         if on {
             out.push(name);

@@ -51,7 +51,8 @@ fn section(peer: &Peer) -> String {
     format!(
         "type = \"cinder\"\nauth_type = \"password\"\nauth_url = \"{}\"\nusername = \"{}\"\n\
          user_domain_name = \"Default\"\npassword = \"{}\"\nproject_name = \"{}\"\n\
-         project_domain_name = \"Default\"\nattach_wait_seconds = 60\n",
+         project_domain_name = \"Default\"\nattach_wait_seconds = 300\n\
+         detach_wait_seconds = 300\n",
         peer.get("KEYSTONE_URL"),
         peer.get("KEYSTONE_DEMO_USER"),
         peer.get("KEYSTONE_DEMO_PASSWORD"),

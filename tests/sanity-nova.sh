@@ -34,6 +34,10 @@ user_domain_name = "Default"
 password = "$KEYSTONE_DEMO_PASSWORD"
 project_name = "$KEYSTONE_DEMO_PROJECT"
 project_domain_name = "Default"
+# csi-sanity never repeats a call the way the attacher does, so wait as long as a busy
+# machine's Nova may take instead of answering UNAVAILABLE after the default 60 s.
+attach_wait_seconds = 300
+detach_wait_seconds = 300
 TOML
 SANITY_NODE_ID=$NOVA_SERVER_A \
     SNAPCSI_SERVE_ARGS="--config $config --disk-by-id-dir $NOVA_BY_ID_DIR" \
