@@ -31,6 +31,8 @@ fn describe(caps: &Capabilities) -> String {
         (caps.get_capacity, "capacity"),
         (caps.group_snapshot, "group snapshots"),
         (caps.snapshot_metadata, "changed block tracking"),
+        (caps.attach, "attach"),
+        (caps.zones, "zones"),
     ] {
         if on {
             out.push(name);

@@ -119,6 +119,24 @@ pub struct ServeArgs {
     #[arg(long, default_value = "660", value_parser = parse_mode)]
     pub socket_mode: u32,
 
+    /// Where the node finds cloud disks by serial (udev's by-id links).
+    #[arg(long, default_value = crate::node::disk::BY_ID_DIR)]
+    pub disk_by_id_dir: PathBuf,
+
+    /// Longest NodeStageVolume waits for an attached cloud disk to appear.
+    #[arg(long, default_value_t = 30)]
+    pub disk_wait_seconds: u64,
+
+    /// The cloud's metadata service, asked for this node's server id and zone when
+    /// `--node-id` is not a server id (cloud backends that attach disks).
+    #[arg(long, default_value = crate::node::instance::METADATA_URL)]
+    pub metadata_url: String,
+
+    /// A mounted config drive to read the same from when the metadata service does not
+    /// answer (default: the disk labelled `config-2`, mounted read-only for the read).
+    #[arg(long)]
+    pub config_drive: Option<PathBuf>,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

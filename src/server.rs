@@ -8,7 +8,7 @@ use crate::csi::controller::ControllerService;
 use crate::csi::group::GroupService;
 use crate::csi::identity::IdentityService;
 use crate::csi::metadata::{BlockFormat, MetadataService};
-use crate::csi::node::NodeService;
+use crate::csi::node::{CloudDisks, NodeService};
 use crate::ops::Ops;
 use crate::proto::controller_server::ControllerServer;
 use crate::proto::group_controller_server::GroupControllerServer;
@@ -53,6 +53,79 @@ pub enum ServeError {
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The node serves cloud disks but cannot tell which cloud server it is.
+    #[error("node identity: {0}")]
+    NodeIdentity(String),
+}
+
+/// The cloud instances of the config file that attach disks to nodes, built (they hold no
+/// store: only an HTTP client) so that a node-only process can ask its cloud for its zone.
+fn attaching_instances(path: &Path) -> Result<Vec<Arc<dyn Backend>>, ServeError> {
+    use crate::backend::registry::{Section, build_instance, parse_section};
+    let file = path.display().to_string();
+    let config = crate::config::FileConfig::load(path)?;
+    let mut out = Vec::new();
+    for (name, table) in &config.backends {
+        if let Section::Cinder(c) = parse_section(&file, name, table)?
+            && c.attaches()
+        {
+            out.push(build_instance(&file, &config, name, table)?);
+        }
+    }
+    Ok(out)
+}
+
+/// This node as a cloud server: its id (reported by NodeGetInfo, attached to by the
+/// controller) and zone. `--node-id` when it is a server id, with the zone from the cloud;
+/// else the metadata service or the config drive (see `node::instance`).
+async fn cloud_node(
+    args: &ServeArgs,
+    clouds: &[Arc<dyn Backend>],
+) -> Result<(String, CloudDisks), ServeError> {
+    use crate::node::instance;
+    let (server_id, mut zone) = match &args.node_id {
+        Some(id) if instance::is_server_id(id) => (id.clone(), None),
+        given => {
+            let found = instance::discover(&args.metadata_url, args.config_drive.as_deref())
+                .await
+                .map_err(|e| {
+                    ServeError::NodeIdentity(format!(
+                        "{} is not a Nova server id (a UUID), and {e}; pass the server id                          with --node-id",
+                        given
+                            .as_deref()
+                            .map_or("no --node-id was given".to_owned(), |g| format!(
+                                "--node-id {g:?}"
+                            ))
+                    ))
+                })?;
+            (found.server_id, found.zone)
+        }
+    };
+    if zone.is_none() {
+        for cloud in clouds {
+            match cloud.node_zone(&server_id).await {
+                Ok(Some(z)) => {
+                    zone = Some(z);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(server = %server_id, error = %e, "the cloud did not tell this node's zone")
+                }
+            }
+        }
+    }
+    if zone.is_none() {
+        tracing::warn!(server = %server_id, "this node's availability zone is unknown; NodeGetInfo reports no zone");
+    }
+    Ok((
+        server_id,
+        CloudDisks {
+            by_id_dir: args.disk_by_id_dir.clone(),
+            wait: std::time::Duration::from_secs(args.disk_wait_seconds),
+            zone,
+        },
+    ))
 }
 
 /// This host's name, the default node id.
@@ -104,7 +177,7 @@ pub async fn serve(
     args: ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let node_id = args.node_id.clone().unwrap_or_else(hostname);
+    let mut node_id = args.node_id.clone().unwrap_or_else(hostname);
     let serves_controller = args.mode != Mode::Node;
     let serves_node = args.mode != Mode::Controller;
     // The node plugin needs no metadata store, so a node-only process never opens one: the
@@ -137,6 +210,22 @@ pub async fn serve(
         }
     };
 
+    // A node that serves cloud disks reports its cloud server id and zone.
+    let mut cloud = None;
+    if serves_node {
+        let clouds = match (&backend, &args.config) {
+            (Some(b), _) if b.capabilities().attach => vec![Arc::clone(b)],
+            (None, Some(path)) => attaching_instances(path)?,
+            _ => Vec::new(),
+        };
+        if !clouds.is_empty() {
+            let (server_id, disks) = cloud_node(&args, &clouds).await?;
+            tracing::info!(server = %server_id, zone = ?disks.zone, "this node is a cloud server");
+            node_id = server_id;
+            cloud = Some(disks);
+        }
+    }
+
     if let Some(addr) = args.metrics_addr {
         let listener =
             tokio::net::TcpListener::bind(addr)
@@ -161,11 +250,14 @@ pub async fn serve(
             tracing::info_span!("rpc", rpc = %request.uri().path(), request_id = id)
         })
         .add_service(reflection)
-        .add_service(IdentityServer::new(IdentityService::new(
-            args.driver_name.clone(),
-            backend.clone(),
-            layout.clone().filter(|_| serves_node),
-        )));
+        .add_service(IdentityServer::new(
+            IdentityService::new(
+                args.driver_name.clone(),
+                backend.clone(),
+                layout.clone().filter(|_| serves_node),
+            )
+            .with_node_zone(cloud.as_ref().is_some_and(|c| c.zone.is_some())),
+        ));
     if let Some(ops) = ops {
         // Registered only when the backend can do it: Identity advertises exactly this.
         if ops.backend().capabilities().group_snapshot {
@@ -183,7 +275,9 @@ pub async fn serve(
         )));
     }
     if serves_node {
-        router = router.add_service(NodeServer::new(NodeService::new(node_id.clone(), layout)));
+        router = router.add_service(NodeServer::new(
+            NodeService::new(node_id.clone(), layout).with_cloud_disks(cloud),
+        ));
     }
 
     tracing::info!(

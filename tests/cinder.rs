@@ -36,6 +36,7 @@ async fn ready_volume(b: &CinderBackend, name: &str) -> VolumeId {
             size_bytes: 1,
             source: None,
             parameters: BTreeMap::new(),
+            zone: None,
         })
         .await
         .expect("create volume");
@@ -194,6 +195,7 @@ async fn real_cinder_noauth() {
             size_bytes: 1,
             source: None,
             parameters: BTreeMap::new(),
+            zone: None,
         })
         .await
         .expect_err("fail- volume");
@@ -254,6 +256,7 @@ async fn duplicate_names(b: &Arc<CinderBackend>) {
         size_bytes: 1,
         source: None,
         parameters: BTreeMap::new(),
+        zone: None,
     };
     let older = b.create_volume(&volume_request).await.expect("volume");
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -717,6 +720,7 @@ async fn simulated_v2_and_v1_dialects() {
                 size_bytes: 1,
                 source: None,
                 parameters: BTreeMap::new(),
+                zone: None,
             })
             .await
             .expect_err("stuck");

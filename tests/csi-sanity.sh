@@ -14,6 +14,8 @@
 #   SANITY_KEEP_TMP      1 = keep the temporary directories even on success
 #   SANITY_SHOW_LOG      1 = also stream csi-sanity's output (e.g. with -ginkgo.v)
 #   SNAPCSI_SERVE_ARGS   extra words appended to `snapcsi serve ...` (e.g. --config FILE)
+#   SANITY_NODE_ID       the driver's --node-id (default sanity-node; a cloud server's id when
+#                        the backend attaches volumes to nodes)
 #   SANITY_VOLUME_SIZE   --csi.testvolumesize in bytes (default 64 MiB; GiB clouds need 1 GiB)
 #   SANITY_EXPAND_SIZE   --csi.testvolumeexpandsize in bytes (default 128 MiB)
 #   SANITY_SKIP_NODE     1 = skip csi-sanity's Node Service specs (cloud backends have no
@@ -186,11 +188,11 @@ run_one() {
     # spec and fails if they already exist: only their parent is made here.
     mkdir -p "$tmp/data"
 
-    say "[$at] starting driver: $SNAPCSI_BIN serve --endpoint unix://$sock --data-dir $tmp/data --node-id sanity-node --mode all${serve_args[*]:+ ${serve_args[*]}}"
+    say "[$at] starting driver: $SNAPCSI_BIN serve --endpoint unix://$sock --data-dir $tmp/data --node-id ${SANITY_NODE_ID:-sanity-node} --mode all${serve_args[*]:+ ${serve_args[*]}}"
     NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} setsid "$SNAPCSI_BIN" serve \
         --endpoint "unix://$sock" \
         --data-dir "$tmp/data" \
-        --node-id sanity-node \
+        --node-id "${SANITY_NODE_ID:-sanity-node}" \
         --mode all \
         "${serve_args[@]}" \
         </dev/null >"$dlog" 2>&1 &

@@ -31,6 +31,7 @@ async fn local_volume(backend: &LocalBackend, name: &str) -> snapcsi::backend::V
             size_bytes: 4 << 20,
             source: None,
             parameters: Default::default(),
+            zone: None,
         })
         .await
         .expect("volume")

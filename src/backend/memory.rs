@@ -126,6 +126,8 @@ impl Backend for MemoryBackend {
             node_local: false,
             group_snapshot: true,
             snapshot_metadata: false,
+            attach: false,
+            zones: false,
         }
     }
 
@@ -156,6 +158,7 @@ impl Backend for MemoryBackend {
             size_bytes: request.size_bytes,
             source: request.source.clone(),
             ready: true,
+            zone: None,
         };
         state.volume_names.insert(request.name.clone(), id.clone());
         state.volumes.insert(id, volume.clone());

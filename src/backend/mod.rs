@@ -18,9 +18,9 @@ pub mod softlayer;
 pub mod types;
 
 pub use types::{
-    Capabilities, CreateGroupSnapshot, CreateSnapshot, CreateVolume, GroupSnapshot,
-    GroupSnapshotId, Page, PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId,
-    VolumeSource,
+    Capabilities, CreateGroupSnapshot, CreateSnapshot, CreateVolume, DEVICE_KEY, GroupSnapshot,
+    GroupSnapshotId, Page, PageRequest, PublishContext, PublishVolume, SERIAL_KEY, Snapshot,
+    SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
 };
 
 use crate::secret::Secrets;
@@ -293,5 +293,36 @@ pub trait Backend: Send + Sync + 'static {
         _from: u64,
     ) -> BackendResult<Box<dyn BlockRanges>> {
         Err(BackendError::no_metadata(self.kind()))
+    }
+
+    /// Attaches a volume to a node and waits (bounded) until the cloud says it is attached
+    /// there; answers what the node needs to find the disk. Idempotent: a volume already
+    /// attached to that node answers the same context. With [`Capabilities::attach`].
+    async fn publish_volume(&self, _request: &PublishVolume) -> BackendResult<PublishContext> {
+        Err(BackendError::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the {} backend does not attach volumes to nodes",
+                self.kind()
+            ),
+        ))
+    }
+
+    /// Detaches a volume from a node and waits (bounded) until it is gone there. A volume or
+    /// node that does not exist, or a volume not attached there, is success.
+    async fn unpublish_volume(&self, _volume: &VolumeId, _node_id: &str) -> BackendResult<()> {
+        Err(BackendError::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the {} backend does not attach volumes to nodes",
+                self.kind()
+            ),
+        ))
+    }
+
+    /// The availability zone of a node, as the cloud knows it (`None`: unknown to this
+    /// backend). With [`Capabilities::zones`].
+    async fn node_zone(&self, _node_id: &str) -> BackendResult<Option<String>> {
+        Ok(None)
     }
 }

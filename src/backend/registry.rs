@@ -10,8 +10,8 @@
 use crate::backend::metadata::BlockRanges;
 use crate::backend::{
     Backend, BackendError, BackendResult, Capabilities, CreateGroupSnapshot, CreateSnapshot,
-    CreateVolume, ErrorKind, GroupSnapshot, GroupSnapshotId, Page, PageRequest, Snapshot,
-    SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
+    CreateVolume, ErrorKind, GroupSnapshot, GroupSnapshotId, Page, PageRequest, PublishContext,
+    PublishVolume, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
 };
 use crate::secret::Secrets;
 use async_trait::async_trait;
@@ -279,6 +279,8 @@ impl Backend for Registry {
                 node_local: a.node_local || b.node_local,
                 group_snapshot: a.group_snapshot || b.group_snapshot,
                 snapshot_metadata: a.snapshot_metadata || b.snapshot_metadata,
+                attach: a.attach || b.attach,
+                zones: a.zones || b.zones,
             })
             .unwrap_or(self.instances[self.default].backend.capabilities())
     }
@@ -405,6 +407,39 @@ impl Backend for Registry {
             .backend
             .expand_volume(&VolumeId::new(raw), new_size_bytes)
             .await
+    }
+
+    async fn publish_volume(&self, request: &PublishVolume) -> BackendResult<PublishContext> {
+        let id = request.volume_id.as_str();
+        let (index, raw) = self.split(id).ok_or_else(|| not_here("volume", id))?;
+        let mut inner = request.clone();
+        inner.volume_id = VolumeId::new(raw);
+        self.instances[index].backend.publish_volume(&inner).await
+    }
+
+    async fn unpublish_volume(&self, volume: &VolumeId, node_id: &str) -> BackendResult<()> {
+        match self.split(volume.as_str()) {
+            None => Ok(()),
+            Some((index, raw)) => {
+                self.instances[index]
+                    .backend
+                    .unpublish_volume(&VolumeId::new(raw), node_id)
+                    .await
+            }
+        }
+    }
+
+    async fn node_zone(&self, node_id: &str) -> BackendResult<Option<String>> {
+        for instance in self
+            .instances
+            .iter()
+            .filter(|i| i.backend.capabilities().zones)
+        {
+            if let Some(zone) = instance.backend.node_zone(node_id).await? {
+                return Ok(Some(zone));
+            }
+        }
+        Ok(None)
     }
 
     async fn list_volumes(&self, page: &PageRequest) -> BackendResult<Page<Volume>> {
@@ -836,6 +871,7 @@ mod tests {
             size_bytes: 1,
             source: None,
             parameters: [(BACKEND_PARAMETER.to_owned(), "b".to_owned())].into(),
+            zone: None,
         };
         let volume = registry.create_volume(&request).await.expect("create");
         assert!(volume.id.as_str().starts_with("b:"), "{}", volume.id);

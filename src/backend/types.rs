@@ -72,6 +72,12 @@ pub struct Capabilities {
     /// The allocated and changed byte ranges of snapshots can be listed (CSI SnapshotMetadata,
     /// changed block tracking); `allocated_blocks` and `changed_blocks` work.
     pub snapshot_metadata: bool,
+    /// Volumes are attached to a node by the controller (CSI ControllerPublishVolume /
+    /// ControllerUnpublishVolume); the publish calls of [`crate::backend::Backend`] work.
+    pub attach: bool,
+    /// Volumes live in an availability zone ([`Volume::zone`]), CreateVolume places them in
+    /// the zone the topology requirement asks for, and nodes report their zone.
+    pub zones: bool,
 }
 
 /// Where a new volume's content comes from.
@@ -94,7 +100,30 @@ pub struct CreateVolume {
     pub source: Option<VolumeSource>,
     /// StorageClass parameters, minus the ones the driver consumed itself.
     pub parameters: BTreeMap<String, String>,
+    /// Availability zone the topology requirement picked (backends with
+    /// [`Capabilities::zones`]); a zone named in `parameters` wins.
+    pub zone: Option<String>,
 }
+
+/// A request to attach a volume to a node (CSI ControllerPublishVolume).
+#[derive(Debug, Clone)]
+pub struct PublishVolume {
+    /// The volume.
+    pub volume_id: VolumeId,
+    /// The node, as its NodeGetInfo named it (a Nova server id for Cinder).
+    pub node_id: String,
+    /// Whether the capability is a multi-node access mode (the volume may then be attached
+    /// to several nodes, if the cloud allows it).
+    pub multi_node: bool,
+}
+
+/// What ControllerPublishVolume tells the node: the CSI `publish_context`.
+pub type PublishContext = BTreeMap<String, String>;
+
+/// The publish context key holding the serial the disk shows on the node.
+pub const SERIAL_KEY: &str = "snapcsi.dev/serial";
+/// The publish context key holding the device name the cloud reported (advisory only).
+pub const DEVICE_KEY: &str = "snapcsi.dev/device";
 
 /// A volume as the backend knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +138,8 @@ pub struct Volume {
     pub source: Option<VolumeSource>,
     /// Whether the volume can be used yet (clouds create asynchronously).
     pub ready: bool,
+    /// Availability zone (backends with [`Capabilities::zones`]).
+    pub zone: Option<String>,
 }
 
 /// A request to create a snapshot.

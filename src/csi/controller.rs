@@ -3,12 +3,15 @@
 //! Each RPC validates its request (`validate`), runs through `ops` (idempotency by name,
 //! in-flight guard, paging) and converts the answer (`convert`). Capabilities advertised are
 //! derived from the backend's [`Capabilities`], so an RPC is advertised exactly when it works;
-//! the ones never advertised (publish/unpublish, modify) answer UNIMPLEMENTED as the spec asks.
+//! one not advertised (publish/unpublish on a backend that attaches nothing, modify) answers
+//! UNIMPLEMENTED as the spec asks.
 
-use super::convert::{self, TOPOLOGY_KEY};
+use super::convert::{self, TOPOLOGY_KEY, ZONE_KEY};
 use super::validate::{self, Access};
 use super::{call, not_offered};
-use crate::backend::{Capabilities, CreateSnapshot, SnapshotFilter, SnapshotId, VolumeId};
+use crate::backend::{
+    Capabilities, CreateSnapshot, PublishVolume, SnapshotFilter, SnapshotId, Volume, VolumeId,
+};
 use crate::error::{Error, Result};
 use crate::ops::Ops;
 use crate::proto::controller_server::Controller;
@@ -46,6 +49,70 @@ impl ControllerService {
         self.caps()
             .node_local
             .then(|| convert::node_topology(&self.node_id))
+    }
+
+    /// A volume's topology: the node of node-local volumes, the zone of zonal ones.
+    fn topology_of(&self, volume: &Volume) -> Option<csi::Topology> {
+        let caps = self.caps();
+        if caps.node_local {
+            return self.topology();
+        }
+        volume
+            .zone
+            .as_deref()
+            .filter(|_| caps.zones)
+            .map(convert::zone_topology)
+    }
+
+    /// The zone a new volume goes to: the first preferred topology with a zone, else the
+    /// first requisite one (CSI: the SP SHOULD try the preferred topologies in order).
+    fn requested_zone(&self, requirement: Option<&csi::TopologyRequirement>) -> Option<String> {
+        let requirement = requirement.filter(|_| self.caps().zones)?;
+        requirement
+            .preferred
+            .iter()
+            .chain(&requirement.requisite)
+            .find_map(|t| t.segments.get(ZONE_KEY).cloned())
+    }
+
+    async fn publish_inner(
+        &self,
+        req: csi::ControllerPublishVolumeRequest,
+    ) -> Result<csi::ControllerPublishVolumeResponse> {
+        self.require(self.caps().attach, "ControllerPublishVolume")?;
+        let volume_id = VolumeId::new(validate::id("volume_id", &req.volume_id)?);
+        let node_id = validate::id("node_id", &req.node_id)?.to_owned();
+        let cap = req
+            .volume_capability
+            .as_ref()
+            .ok_or_else(|| Error::invalid("volume_capability", "must be set"))?;
+        let (_, single_node) = validate::capability("volume_capability", cap)?;
+        let context = self
+            .ops
+            .scoped(&Secrets::from_map(req.secrets))?
+            .publish_volume(PublishVolume {
+                volume_id,
+                node_id,
+                multi_node: !single_node,
+            })
+            .await?;
+        Ok(csi::ControllerPublishVolumeResponse {
+            publish_context: context.into_iter().collect(),
+        })
+    }
+
+    async fn unpublish_inner(
+        &self,
+        req: csi::ControllerUnpublishVolumeRequest,
+    ) -> Result<csi::ControllerUnpublishVolumeResponse> {
+        self.require(self.caps().attach, "ControllerUnpublishVolume")?;
+        let volume_id = VolumeId::new(validate::id("volume_id", &req.volume_id)?);
+        // CSI: an empty node_id means "from every node it is published to".
+        self.ops
+            .scoped(&Secrets::from_map(req.secrets))?
+            .unpublish_volume(&volume_id, &req.node_id)
+            .await?;
+        Ok(csi::ControllerUnpublishVolumeResponse {})
     }
 
     fn require(&self, offered: bool, rpc: &'static str) -> Result<()> {
@@ -121,13 +188,14 @@ impl ControllerService {
             .max()
             .unwrap_or(0);
         let parameters: BTreeMap<String, String> = req.parameters.into_iter().collect();
+        let zone = self.requested_zone(req.accessibility_requirements.as_ref());
         let volume = self
             .ops
             .scoped(&Secrets::from_map(req.secrets))?
-            .create_volume(name, size, source, parameters, min_size)
+            .create_volume_in(name, size, source, parameters, min_size, zone)
             .await?;
         Ok(csi::CreateVolumeResponse {
-            volume: Some(convert::volume(&volume, self.topology().as_ref())),
+            volume: Some(convert::volume(&volume, self.topology_of(&volume).as_ref())),
         })
     }
 
@@ -247,12 +315,11 @@ impl ControllerService {
             .ops
             .list_volumes(req.max_entries, &req.starting_token)
             .await?;
-        let topology = self.topology();
         Ok(csi::ListVolumesResponse {
             entries: items
                 .iter()
                 .map(|v| csi::list_volumes_response::Entry {
-                    volume: Some(convert::volume(v, topology.as_ref())),
+                    volume: Some(convert::volume(v, self.topology_of(v).as_ref())),
                     status: None,
                 })
                 .collect(),
@@ -281,8 +348,9 @@ impl ControllerService {
         Ok(csi::ControllerExpandVolumeResponse {
             capacity_bytes: convert::bytes(size),
             // Node-local images back a loop device whose size and file system the node must
-            // refresh; block volumes too (the loop device caches its size).
-            node_expansion_required: self.caps().node_local,
+            // refresh (block volumes too: the loop device caches its size); an attached cloud
+            // disk's file system must grow on the node as well.
+            node_expansion_required: self.caps().node_local || self.caps().attach,
         })
     }
 }
@@ -317,6 +385,9 @@ pub fn controller_capabilities(caps: &Capabilities) -> Vec<ccap::rpc::Type> {
     }
     if caps.get_capacity {
         out.push(Type::GetCapacity);
+    }
+    if caps.attach {
+        out.push(Type::PublishUnpublishVolume);
     }
     out
 }
@@ -353,24 +424,24 @@ impl Controller for ControllerService {
 
     async fn controller_publish_volume(
         &self,
-        _request: Request<csi::ControllerPublishVolumeRequest>,
+        request: Request<csi::ControllerPublishVolumeRequest>,
     ) -> std::result::Result<Response<csi::ControllerPublishVolumeResponse>, Status> {
         call(
             "ControllerPublishVolume",
             self.ops.backend().kind(),
-            async { not_offered("ControllerPublishVolume") },
+            self.publish_inner(request.into_inner()),
         )
         .await
     }
 
     async fn controller_unpublish_volume(
         &self,
-        _request: Request<csi::ControllerUnpublishVolumeRequest>,
+        request: Request<csi::ControllerUnpublishVolumeRequest>,
     ) -> std::result::Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
         call(
             "ControllerUnpublishVolume",
             self.ops.backend().kind(),
-            async { not_offered("ControllerUnpublishVolume") },
+            self.unpublish_inner(request.into_inner()),
         )
         .await
     }
@@ -517,7 +588,7 @@ impl Controller for ControllerService {
             let id = VolumeId::new(validate::id("volume_id", &req.volume_id)?);
             let volume = self.ops.get_volume(&id).await?;
             Ok(csi::ControllerGetVolumeResponse {
-                volume: Some(convert::volume(&volume, self.topology().as_ref())),
+                volume: Some(convert::volume(&volume, self.topology_of(&volume).as_ref())),
                 status: Some(csi::controller_get_volume_response::VolumeStatus {
                     published_node_ids: Vec::new(),
                     volume_condition: None,

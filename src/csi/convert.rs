@@ -9,6 +9,16 @@ use std::time::UNIX_EPOCH;
 
 /// The topology key of node-local volumes: the node they live on.
 pub const TOPOLOGY_KEY: &str = "topology.snapcsi.dev/node";
+/// The topology key of cloud volumes: the availability zone they (and the nodes that can
+/// attach them) are in.
+pub const ZONE_KEY: &str = "topology.snapcsi.dev/zone";
+
+/// The topology of a volume or node in availability zone `zone`.
+pub fn zone_topology(zone: &str) -> proto::Topology {
+    proto::Topology {
+        segments: HashMap::from([(ZONE_KEY.to_owned(), zone.to_owned())]),
+    }
+}
 
 /// A CSI content source from a domain source.
 pub fn content_source(source: &VolumeSource) -> proto::VolumeContentSource {

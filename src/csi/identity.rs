@@ -28,6 +28,8 @@ pub struct IdentityService {
     /// The last check's answer and when it was made. Probes wait on the lock while a check
     /// runs, so probes arriving together make one check.
     last_check: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    /// Whether this process's node reports an availability zone (cloud disks).
+    node_zone: bool,
 }
 
 impl IdentityService {
@@ -42,7 +44,14 @@ impl IdentityService {
             backend,
             node_layout,
             last_check: tokio::sync::Mutex::default(),
+            node_zone: false,
         }
+    }
+
+    /// This identity for a node that reports its availability zone in NodeGetInfo.
+    pub fn with_node_zone(mut self, node_zone: bool) -> Self {
+        self.node_zone = node_zone;
+        self
     }
 
     /// [`Self::check`], or its answer of less than [`PROBE_REUSE`] ago.
@@ -120,7 +129,7 @@ impl Identity for IdentityService {
             capabilities.push(service(Type::SnapshotMetadataService));
         }
         let node_local = self.node_layout.is_some() || backend.is_some_and(|c| c.node_local);
-        if node_local {
+        if node_local || self.node_zone || backend.is_some_and(|c| c.zones) {
             capabilities.push(service(Type::VolumeAccessibilityConstraints));
         }
         if self.node_layout.is_some() || backend.is_some_and(|c| c.expand_volume) {

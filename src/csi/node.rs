@@ -1,5 +1,8 @@
-//! The CSI Node service for node-local images: stage = attach a loop device (and format and
-//! mount it for file-system volumes), publish = bind mount into the pod's target path.
+//! The CSI Node service: stage = find the volume's block device (and format and mount it for
+//! file-system volumes), publish = bind mount into the pod's target path. There are two ways
+//! to find the device and one path after that: a node-local image is attached to a loop
+//! device here; a cloud disk (Cinder through Nova) was attached by the controller and is found
+//! by the serial its publish context names (`node::disk`).
 //!
 //! The node side needs no metadata store: a volume's image sits at a path derived from its id
 //! (`Layout`), so the node plugin and the controller can be separate processes sharing the data
@@ -9,24 +12,54 @@
 use super::call;
 use super::convert;
 use super::validate::{self, Access};
+use crate::backend::SERIAL_KEY;
 use crate::backend::local::Layout;
 use crate::error::{Error, Result};
-use crate::node::{format, loopdev, mount, stats};
+use crate::node::{disk, format, loopdev, mount, stats};
 use crate::ops::inflight::{Held, InFlight};
 use crate::proto::node_server::Node;
 use crate::proto::{self as csi, node_service_capability as ncap};
+use std::collections::HashMap;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 /// Default file system of mount volumes.
 pub const DEFAULT_FS: &str = "ext4";
+
+/// How this node finds the disks a cloud attached to it.
+#[derive(Debug, Clone)]
+pub struct CloudDisks {
+    /// Where udev's by-serial links are (`/dev/disk/by-id`).
+    pub by_id_dir: PathBuf,
+    /// Longest NodeStageVolume waits for the disk to appear.
+    pub wait: Duration,
+    /// The node's availability zone (NodeGetInfo topology), when known.
+    pub zone: Option<String>,
+}
+
+/// Where a volume's block device comes from.
+enum Disk {
+    /// A node-local image, attached to a loop device here.
+    Image(PathBuf),
+    /// A cloud disk with this serial, attached by the controller.
+    Cloud(String),
+}
+
+/// The serial of a cloud volume named by id alone (unstage, expand): the backend's own id,
+/// without the `<instance>:` prefix a config with several instances adds.
+fn serial_of(volume_id: &str) -> &str {
+    volume_id.rsplit(':').next().unwrap_or(volume_id)
+}
 
 /// The Node service.
 pub struct NodeService {
     node_id: String,
     /// `None` when the backend has no node-local images (cloud backends attach elsewhere).
     layout: Option<Layout>,
+    /// `Some` when volumes may be cloud disks the controller attaches to this node.
+    cloud: Option<CloudDisks>,
     inflight: InFlight,
 }
 
@@ -36,8 +69,56 @@ impl NodeService {
         Self {
             node_id,
             layout,
+            cloud: None,
             inflight: InFlight::default(),
         }
+    }
+
+    /// This node service also serving cloud disks found as `cloud` says.
+    pub fn with_cloud_disks(mut self, cloud: Option<CloudDisks>) -> Self {
+        self.cloud = cloud;
+        self
+    }
+
+    /// The volume's disk. A publish context with a serial names a cloud disk; otherwise a
+    /// node-local image that exists, or (without a context: unstage, expand) a cloud disk
+    /// named by the volume id.
+    async fn disk(
+        &self,
+        volume_id: &str,
+        context: Option<&HashMap<String, String>>,
+    ) -> Result<Disk> {
+        if let Some(serial) = context.and_then(|c| c.get(SERIAL_KEY)) {
+            if self.cloud.is_none() {
+                return Err(Error::FailedPrecondition(format!(
+                    "publish_context: volume {volume_id} is a cloud disk, but this node serves                      no cloud backend that attaches disks"
+                )));
+            }
+            return Ok(Disk::Cloud(serial.clone()));
+        }
+        match self.image(volume_id).await {
+            Ok(image) => Ok(Disk::Image(image)),
+            Err(e) if context.is_none() && self.cloud.is_some() => {
+                tracing::debug!(volume_id, error = %e, "not a local image: a cloud disk");
+                Ok(Disk::Cloud(serial_of(volume_id).to_owned()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The block device of a cloud disk, waiting up to `wait` for it.
+    async fn cloud_device(&self, serial: &str, wait: Duration) -> Result<PathBuf> {
+        let dir = self
+            .cloud
+            .as_ref()
+            .map_or_else(|| PathBuf::from(disk::BY_ID_DIR), |c| c.by_id_dir.clone());
+        Ok(disk::find_by_serial(&dir, serial, wait).await?)
+    }
+
+    fn stage_wait(&self) -> Duration {
+        self.cloud
+            .as_ref()
+            .map_or(Duration::from_secs(30), |c| c.wait)
     }
 
     fn hold(&self, volume_id: &str) -> Result<Held> {
@@ -82,9 +163,12 @@ impl NodeService {
             .as_ref()
             .ok_or_else(|| Error::invalid("volume_capability", "must be set"))?;
         let (access, _) = validate::capability("volume_capability", cap)?;
-        let image = self.image(volume_id).await?;
+        let disk = self.disk(volume_id, Some(&req.publish_context)).await?;
         let _held = self.hold(volume_id)?;
-        let device = attached_or_attach(&image).await?;
+        let device = match &disk {
+            Disk::Image(image) => attached_or_attach(image).await?,
+            Disk::Cloud(serial) => self.cloud_device(serial, self.stage_wait()).await?,
+        };
         if let Access::Mount { fs_type, flags } = access
             && !mount::is_mountpoint(&staging).await?
         {
@@ -98,7 +182,9 @@ impl NodeService {
                 format::grow_fs(&device, &staging, &fs_type).await?;
             }
         }
-        if let Some(marker) = self.marker(volume_id) {
+        if let Disk::Image(_) = disk
+            && let Some(marker) = self.marker(volume_id)
+        {
             write_marker(&marker, &staging).await?;
         }
         Ok(csi::NodeStageVolumeResponse {})
@@ -113,19 +199,30 @@ impl NodeService {
             "staging_target_path",
             &req.staging_target_path,
         )?);
-        let layout = self.layout.as_ref().ok_or_else(|| {
-            Error::FailedPrecondition("this backend has no node-local volumes".to_owned())
-        })?;
-        let image = layout
-            .volume_image(volume_id)
-            .ok_or_else(|| Error::NotFound {
-                what: "volume",
-                id: volume_id.to_owned(),
-            })?;
+        let image = match self.disk(volume_id, None).await {
+            Ok(Disk::Image(image)) => Some(image),
+            Ok(Disk::Cloud(_)) => None,
+            // A node-local image that is gone: what is left of it here still goes.
+            Err(e) => {
+                let layout = self.layout.as_ref().ok_or(e)?;
+                Some(
+                    layout
+                        .volume_image(volume_id)
+                        .ok_or_else(|| Error::NotFound {
+                            what: "volume",
+                            id: volume_id.to_owned(),
+                        })?,
+                )
+            }
+        };
         let _held = self.hold(volume_id)?;
         if mount::is_mountpoint(&staging).await? {
             mount::unmount(&staging).await?;
         }
+        // A cloud disk stays attached: the controller detaches it (ControllerUnpublish).
+        let Some(image) = image else {
+            return Ok(csi::NodeUnstageVolumeResponse {});
+        };
         loopdev::detach_all_for(&image).await?;
         if let Some(marker) = self.marker(volume_id) {
             match tokio::fs::remove_file(&marker).await {
@@ -152,7 +249,7 @@ impl NodeService {
             .as_ref()
             .ok_or_else(|| Error::invalid("volume_capability", "must be set"))?;
         let (access, _) = validate::capability("volume_capability", cap)?;
-        let image = self.image(volume_id).await?;
+        let disk = self.disk(volume_id, Some(&req.publish_context)).await?;
         let _held = self.hold(volume_id)?;
         if mount::is_mountpoint(&target).await? {
             return Ok(csi::NodePublishVolumeResponse {});
@@ -169,6 +266,16 @@ impl NodeService {
                 mount::bind_mount(&staging, &target, req.readonly).await?;
             }
             Access::Block => {
+                let image = match disk {
+                    Disk::Image(image) => image,
+                    Disk::Cloud(serial) => {
+                        // The disk was there at stage; a short wait covers a re-plug.
+                        let device = self.cloud_device(&serial, Duration::from_secs(5)).await?;
+                        create_file(&target).await?;
+                        mount::bind_mount(&device, &target, req.readonly).await?;
+                        return Ok(csi::NodePublishVolumeResponse {});
+                    }
+                };
                 let staged = loopdev::find_by_backing_file(&image).await?;
                 if staged.is_empty() {
                     return Err(Error::FailedPrecondition(format!(
@@ -220,7 +327,7 @@ impl NodeService {
         use csi::volume_usage::Unit;
         let volume_id = validate::id("volume_id", &req.volume_id)?;
         let path = PathBuf::from(validate::path("volume_path", &req.volume_path)?);
-        self.image(volume_id).await?;
+        self.disk(volume_id, None).await?;
         let meta = match tokio::fs::metadata(&path).await {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -280,7 +387,7 @@ impl NodeService {
             .as_ref()
             .map(|cap| validate::capability("volume_capability", cap).map(|(a, _)| a))
             .transpose()?;
-        let image = self.image(volume_id).await?;
+        let disk = self.disk(volume_id, None).await?;
         let _held = self.hold(volume_id)?;
         if tokio::fs::metadata(&path).await.is_err() {
             return Err(Error::PathNotFound {
@@ -288,6 +395,25 @@ impl NodeService {
                 path: path.display().to_string(),
             });
         }
+        let image = match disk {
+            Disk::Image(image) => image,
+            Disk::Cloud(serial) => {
+                // The cloud grew the volume (os-extend) and the hypervisor the disk; the
+                // kernel may need to re-read its size, then the file system grows into it.
+                let device = self.cloud_device(&serial, Duration::from_secs(5)).await?;
+                disk::rescan(&device).await?;
+                if !matches!(access, Some(Access::Block))
+                    && let Some(entry) = mount::mount_info(&path).await?
+                    && Path::new(&entry.source) == device
+                {
+                    format::grow_fs(&device, &path, &entry.fstype).await?;
+                }
+                let size = stats::block_size_bytes(&device).await?;
+                return Ok(csi::NodeExpandVolumeResponse {
+                    capacity_bytes: convert::bytes(size),
+                });
+            }
+        };
         let devices = loopdev::find_by_backing_file(&image).await?;
         for device in &devices {
             loopdev::refresh_capacity(device).await?;
@@ -378,6 +504,21 @@ async fn write_marker(marker: &Path, staging: &Path) -> Result<()> {
         .map_err(|e| Error::Internal(format!("{}: {e}", marker.display())))
 }
 
+impl NodeService {
+    /// This node's topology: the node itself for node-local volumes, its availability zone
+    /// for cloud disks.
+    fn topology(&self) -> Option<csi::Topology> {
+        let mut segments = HashMap::new();
+        if self.layout.is_some() {
+            segments.extend(convert::node_topology(&self.node_id).segments);
+        }
+        if let Some(zone) = self.cloud.as_ref().and_then(|c| c.zone.as_deref()) {
+            segments.extend(convert::zone_topology(zone).segments);
+        }
+        (!segments.is_empty()).then_some(csi::Topology { segments })
+    }
+}
+
 fn node_cap(kind: ncap::rpc::Type) -> csi::NodeServiceCapability {
     csi::NodeServiceCapability {
         r#type: Some(ncap::Type::Rpc(ncap::Rpc {
@@ -460,7 +601,7 @@ impl Node for NodeService {
         _request: Request<csi::NodeGetCapabilitiesRequest>,
     ) -> std::result::Result<Response<csi::NodeGetCapabilitiesResponse>, Status> {
         use ncap::rpc::Type;
-        let capabilities = if self.layout.is_some() {
+        let capabilities = if self.layout.is_some() || self.cloud.is_some() {
             [
                 Type::StageUnstageVolume,
                 Type::GetVolumeStats,
@@ -484,10 +625,7 @@ impl Node for NodeService {
         Ok(Response::new(csi::NodeGetInfoResponse {
             node_id: self.node_id.clone(),
             max_volumes_per_node: 0,
-            accessible_topology: self
-                .layout
-                .is_some()
-                .then(|| convert::node_topology(&self.node_id)),
+            accessible_topology: self.topology(),
         }))
     }
 }

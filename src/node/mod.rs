@@ -5,8 +5,10 @@
 //! is exposed as an `async fn` so that gRPC handlers never stall a runtime
 //! worker thread.
 
+pub mod disk;
 pub mod format;
 pub mod freeze;
+pub mod instance;
 pub mod loopdev;
 pub mod mount;
 pub mod stats;

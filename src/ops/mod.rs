@@ -304,6 +304,20 @@ impl Ops {
         parameters: std::collections::BTreeMap<String, String>,
         min_size: u64,
     ) -> Result<Volume> {
+        self.create_volume_in(name, size, source, parameters, min_size, None)
+            .await
+    }
+
+    /// [`Ops::create_volume`] in the availability `zone` the topology requirement picked.
+    pub async fn create_volume_in(
+        &self,
+        name: &str,
+        size: SizeRange,
+        source: Option<VolumeSource>,
+        parameters: std::collections::BTreeMap<String, String>,
+        min_size: u64,
+        zone: Option<String>,
+    ) -> Result<Volume> {
         let _held = self.hold(format!("volume name {name}"))?;
         let key = format!("volume {name:?}");
         if let Some(existing) = self.backend.find_volume_by_name(name).await? {
@@ -354,6 +368,7 @@ impl Ops {
             size_bytes,
             source,
             parameters,
+            zone,
         };
         self.begin_create(&key)?;
         let volume = self.backend.create_volume(&request).await;
@@ -395,6 +410,22 @@ impl Ops {
             )));
         }
         Ok(rounded)
+    }
+
+    /// ControllerPublishVolume: attaches the volume to the node (idempotent in the backend).
+    pub async fn publish_volume(
+        &self,
+        request: crate::backend::PublishVolume,
+    ) -> Result<crate::backend::PublishContext> {
+        let _held = self.hold(format!("volume {}", request.volume_id))?;
+        Ok(self.backend.publish_volume(&request).await?)
+    }
+
+    /// ControllerUnpublishVolume: detaches the volume from the node; success when it is not
+    /// attached there (or either is gone).
+    pub async fn unpublish_volume(&self, volume: &VolumeId, node_id: &str) -> Result<()> {
+        let _held = self.hold(format!("volume {volume}"))?;
+        Ok(self.backend.unpublish_volume(volume, node_id).await?)
     }
 
     /// DeleteVolume: success also when the volume is already gone.

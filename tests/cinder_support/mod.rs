@@ -22,20 +22,39 @@ pub fn require_peers() -> bool {
     std::env::var("SNAPCSI_REQUIRE_PEERS").is_ok_and(|v| v == "1")
 }
 
-/// A started real Cinder (tests/peers/cinder/cinder-peer.sh) (and maybe Keystone); stopped on drop.
+/// A started real Cinder (tests/peers/cinder/cinder-peer.sh) (and maybe Keystone), or the
+/// whole cloud of tests/peers/nova/nova-peer.sh; stopped on drop.
 pub struct Peer {
     dir: Option<tempfile::TempDir>,
     env: BTreeMap<String, String>,
+    script: &'static str,
 }
 
 impl Peer {
     /// Starts a peer with `vars` (FAKE_DELAY, KEYSTONE). `None`: skipped (reason printed).
     pub fn start(vars: &[(&str, &str)]) -> Option<Peer> {
+        Self::start_script("tests/peers/cinder/cinder-peer.sh", vars)
+    }
+
+    /// A peer already started by `script start DIR` (to iterate on a test without starting
+    /// the cloud each time); left running.
+    pub fn existing(dir: &Path, script: &'static str) -> Peer {
+        Peer {
+            dir: None,
+            env: read_env(&dir.join("peer.env")),
+            script,
+        }
+    }
+
+    /// Starts the peer of `script` (relative to the crate root).
+    pub fn start_script(script: &'static str, vars: &[(&str, &str)]) -> Option<Peer> {
         let dir = tempfile::Builder::new()
-            .prefix("snapcsi-cinder-")
+            .prefix("snapcsi-peer-")
             .tempdir()
             .expect("tempdir");
-        let script = root().join("tests/peers/cinder/cinder-peer.sh");
+        let script_path = root().join(script);
+        let script_name = script;
+        let script = script_path;
         let mut command = Command::new(&script);
         command.arg("start").arg(dir.path());
         for (k, v) in vars {
@@ -59,6 +78,7 @@ impl Peer {
         Some(Peer {
             dir: Some(dir),
             env,
+            script: script_name,
         })
     }
 
@@ -102,7 +122,7 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         if let Some(dir) = &self.dir {
-            let _ = Command::new(root().join("tests/peers/cinder/cinder-peer.sh"))
+            let _ = Command::new(root().join(self.script))
                 .arg("stop")
                 .arg(dir.path())
                 .status();

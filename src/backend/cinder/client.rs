@@ -62,6 +62,11 @@ pub struct Session {
     issued_at: SystemTime,
     /// Negotiated microversion (v3 only).
     pub microversion: Option<Microversion>,
+    /// The Keystone service catalog (other services of the cloud, e.g. Nova); `None`
+    /// without Keystone.
+    pub catalog: Option<Arc<Value>>,
+    /// The project the token is scoped to, when Keystone said.
+    pub project_id: Option<String>,
 }
 
 impl Session {
@@ -141,15 +146,20 @@ impl CinderClient {
         Ok(session)
     }
 
+    /// The HTTP client of this instance (shared with its other services, e.g. Nova).
+    pub(crate) fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
     /// Forgets the session whose token was refused (another task may have renewed already).
-    async fn forget(&self, refused: &Secret) {
+    pub(crate) async fn forget(&self, refused: &Secret) {
         let mut slot = self.session.lock().await;
         if slot.as_ref().is_some_and(|s| &s.token == refused) {
             *slot = None;
         }
     }
 
-    fn renewable(&self) -> bool {
+    pub(crate) fn renewable(&self) -> bool {
         match self.config.auth_type {
             AuthType::Noauth => false,
             AuthType::Token => self.config.auth_url.is_some(),
@@ -240,6 +250,8 @@ impl CinderClient {
                     expires_at: k.expires_at,
                     issued_at: now,
                     microversion: None,
+                    catalog: Some(Arc::new(k.catalog)),
+                    project_id: k.project_id,
                 }
             }
             None => {
@@ -261,6 +273,8 @@ impl CinderClient {
                     expires_at: None,
                     issued_at: now,
                     microversion: None,
+                    catalog: None,
+                    project_id: project.map(str::to_owned),
                 }
             }
         };
@@ -386,6 +400,13 @@ impl CinderClient {
             }
             None => c.dialect.service_types(),
         };
+        self.find_in_catalog(catalog, types)
+    }
+
+    /// The endpoint of the first of `types` in a Keystone catalog, on this instance's
+    /// interface and region.
+    pub(crate) fn find_in_catalog(&self, catalog: &Value, types: &[&str]) -> BackendResult<String> {
+        let c = &self.config;
         let services = catalog.as_array().map(Vec::as_slice).unwrap_or_default();
         for wanted in types {
             for service in services.iter().filter(|s| s["type"] == *wanted) {
@@ -483,7 +504,7 @@ pub fn read_answer(operation: &str, status: u16, bytes: &[u8]) -> BackendResult<
 }
 
 /// Replaces the project placeholders of a configured endpoint.
-fn substitute(endpoint: &str, project: Option<&str>) -> BackendResult<String> {
+pub(crate) fn substitute(endpoint: &str, project: Option<&str>) -> BackendResult<String> {
     let mut out = endpoint.trim_end_matches('/').to_owned();
     for placeholder in ["{project_id}", "$(project_id)s", "$(tenant_id)s"] {
         if out.contains(placeholder) {
@@ -633,6 +654,8 @@ mod tests {
             expires_at: Some(now + Duration::from_secs(3600)),
             issued_at: now,
             microversion: None,
+            catalog: None,
+            project_id: None,
         };
         assert!(s.fresh(now));
         assert!(!s.fresh(now + Duration::from_secs(3400)));

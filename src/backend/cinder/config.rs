@@ -138,6 +138,35 @@ pub struct CinderConfig {
     /// HTTP client settings (timeouts, CA bundle, retries).
     #[serde(default)]
     pub http: HttpSettings,
+    /// Attach volumes to nodes (Nova servers) through Nova: ControllerPublishVolume (default
+    /// true; needs Keystone's catalog or `compute_endpoint`, and the v3 or v2 dialect).
+    #[serde(default = "yes")]
+    pub attach: bool,
+    /// Fixed Nova endpoint, e.g. `https://nova.example:8774/v2.1`; skips the catalog's
+    /// `compute` entry. `{project_id}` placeholders are replaced.
+    pub compute_endpoint: Option<String>,
+    /// Highest compute microversion to use (default: the highest both sides speak, up to
+    /// 2.89).
+    pub max_compute_microversion: Option<String>,
+    /// Longest ControllerPublishVolume waits for the volume to be `in-use` on the server.
+    #[serde(default = "default_attach_wait")]
+    pub attach_wait_seconds: u64,
+    /// Longest ControllerUnpublishVolume waits for the attachment to be gone.
+    #[serde(default = "default_attach_wait")]
+    pub detach_wait_seconds: u64,
+    /// Report volumes' availability zones as CSI topology, and place new volumes in the zone
+    /// the topology requirement asks for (default true, with `attach`). Cinder's and Nova's
+    /// zone names must then be the same; set false on clouds where they differ.
+    #[serde(default = "yes")]
+    pub topology: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_attach_wait() -> u64 {
+    60
 }
 
 fn default_dialect() -> Dialect {
@@ -169,6 +198,18 @@ fn missing(key: &'static str, why: &str) -> KeyError {
 }
 
 impl CinderConfig {
+    /// Whether this instance attaches volumes through Nova: `attach`, a dialect with the
+    /// attachment fields (v3, v2), and a way to find Nova (Keystone's catalog or
+    /// `compute_endpoint`).
+    pub fn attaches(&self) -> bool {
+        let keystone = match self.auth_type {
+            AuthType::Noauth => false,
+            AuthType::Token => self.auth_url.is_some(),
+            AuthType::Password | AuthType::ApplicationCredential => true,
+        };
+        self.attach && self.dialect != Dialect::V1 && (keystone || self.compute_endpoint.is_some())
+    }
+
     /// Checks that the keys together describe one usable way to reach Cinder.
     pub fn validate(&self) -> Result<(), KeyError> {
         let keystone = match self.auth_type {
@@ -246,6 +287,18 @@ impl CinderConfig {
                 return Err(KeyError {
                     key: "max_microversion",
                     message: format!("{v:?} is not a 3.x microversion"),
+                });
+            }
+        }
+        if let Some(endpoint) = &self.compute_endpoint {
+            check_url("compute_endpoint", endpoint)?;
+        }
+        if let Some(v) = &self.max_compute_microversion {
+            let parsed = super::client::Microversion::parse(v);
+            if parsed.is_none_or(|m| m.major != 2) {
+                return Err(KeyError {
+                    key: "max_compute_microversion",
+                    message: format!("{v:?} is not a 2.x compute microversion"),
                 });
             }
         }

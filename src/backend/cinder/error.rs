@@ -86,6 +86,24 @@ pub fn classify(operation: &str, status: u16, body: &[u8]) -> BackendError {
     BackendError::new(kind, message)
 }
 
+/// Sorts a non-success answer of Nova (the compute API, which attaches Cinder volumes) into a
+/// [`BackendError`]. Nova's faults have Cinder's shape (`itemNotFound`, `badRequest`,
+/// `conflictingRequest`, `forbidden`), so the same rules hold, with one difference: Nova
+/// answers 403 when a server has as many disks as it may have (`[compute]
+/// max_disk_devices_to_attach`), which is the node's attach limit (CSI ControllerPublishVolume:
+/// RESOURCE_EXHAUSTED), not a permission problem.
+pub fn classify_compute(operation: &str, status: u16, body: &[u8]) -> BackendError {
+    let mut error = classify(operation, status, body);
+    error.message = error.message.replacen("cinder ", "nova ", 1);
+    let lower = parse_fault(body)
+        .map(|f| f.message.to_ascii_lowercase())
+        .unwrap_or_default();
+    if status == 403 && lower.contains("maximum allowed number of disk devices") {
+        error = BackendError::new(ErrorKind::QuotaExceeded, error.message);
+    }
+    error
+}
+
 /// A snapshot or volume in a Cinder status that can never become usable. FAILED_PRECONDITION:
 /// the object's state forbids the call (INTERNAL would blame the driver), and it is not
 /// retried as if Cinder were only slow.
@@ -145,5 +163,43 @@ mod tests {
         assert_eq!(classify("x", 503, b"down").kind, ErrorKind::Throttled);
         assert_eq!(classify("x", 502, b"down").kind, ErrorKind::Unavailable);
         assert_eq!(classify("x", 418, b"").kind, ErrorKind::Internal);
+    }
+
+    #[test]
+    fn nova_attach_answers_are_sorted() {
+        let e = classify_compute(
+            "attach volume",
+            403,
+            br#"{"forbidden": {"code": 403, "message": "The maximum allowed number of disk devices (6) to attach to a single instance has been exceeded."}}"#,
+        );
+        assert_eq!(e.kind, ErrorKind::QuotaExceeded);
+        assert!(e.message.starts_with("nova attach volume: "), "{e}");
+        assert_eq!(
+            classify_compute(
+                "attach volume",
+                403,
+                br#"{"forbidden": {"message": "Policy doesn't allow it"}}"#
+            )
+            .kind,
+            ErrorKind::PermissionDenied
+        );
+        let e = classify_compute(
+            "attach volume",
+            400,
+            br#"{"badRequest": {"code": 400, "message": "Invalid volume: volume v is already attached to instances: s1"}}"#,
+        );
+        assert_eq!(e.kind, ErrorKind::FailedPrecondition);
+        let e = classify_compute(
+            "get server",
+            404,
+            br#"{"itemNotFound": {"code": 404, "message": "Instance x could not be found."}}"#,
+        );
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        let e = classify_compute(
+            "attach volume",
+            409,
+            br#"{"conflictingRequest": {"code": 409, "message": "Cannot 'attach_volume' instance x while it is in task_state rebooting"}}"#,
+        );
+        assert_eq!(e.kind, ErrorKind::Conflict);
     }
 }

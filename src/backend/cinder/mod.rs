@@ -12,11 +12,13 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod nova;
 
 use crate::backend::names::{self, Found};
 use crate::backend::{
     Backend, BackendError, BackendResult, Capabilities, CreateSnapshot, CreateVolume, ErrorKind,
-    Page, PageRequest, Snapshot, SnapshotFilter, SnapshotId, Volume, VolumeId, VolumeSource,
+    Page, PageRequest, PublishContext, PublishVolume, Snapshot, SnapshotFilter, SnapshotId, Volume,
+    VolumeId, VolumeSource,
 };
 use crate::secret::Secrets;
 use async_trait::async_trait;
@@ -45,6 +47,8 @@ const GOING: [&str; 2] = ["deleting", "deleted"];
 /// The Cinder backend of one configured instance.
 pub struct CinderBackend {
     client: Arc<CinderClient>,
+    /// Nova, through which volumes are attached to nodes (see `nova`).
+    nova: nova::Nova,
     cluster_id: Option<String>,
     /// Backends acting with request secrets, by a hash of the secrets (their tokens are
     /// cached like this one's).
@@ -57,8 +61,10 @@ impl CinderBackend {
         config
             .validate()
             .map_err(|e| format!("{}: {}", e.key, e.message))?;
+        let client = Arc::new(CinderClient::new(Arc::new(config))?);
         Ok(Self {
-            client: Arc::new(CinderClient::new(Arc::new(config))?),
+            nova: nova::Nova::new(Arc::clone(&client)),
+            client,
             cluster_id,
             scoped: Mutex::default(),
         })
@@ -161,7 +167,9 @@ impl CinderBackend {
             name: v[self.name_field()].as_str().unwrap_or_default().to_owned(),
             size_bytes: v["size"].as_u64().unwrap_or(0).saturating_mul(GIB),
             source,
-            ready: v["status"] == "available",
+            // An attached volume is as usable as an available one.
+            ready: v["status"] == "available" || v["status"] == "in-use",
+            zone: v["availability_zone"].as_str().map(str::to_owned),
         })
     }
 
@@ -285,7 +293,9 @@ impl CinderBackend {
             ));
         };
         match volume["status"].as_str().unwrap_or("unknown") {
-            "available" => self.volume_of(&volume),
+            "available" | "in-use" | "attaching" | "detaching" | "reserved" => {
+                self.volume_of(&volume)
+            }
             "error" | "error_restoring" | "error_extending" => {
                 let status = volume["status"].as_str().unwrap_or("error").to_owned();
                 // Never usable: remove it so that the provisioner's next attempt starts over.
@@ -544,6 +554,8 @@ impl Backend for CinderBackend {
             node_local: false,
             group_snapshot: false,
             snapshot_metadata: false,
+            attach: self.client.config().attaches(),
+            zones: self.client.config().attaches() && self.client.config().topology,
         }
     }
 
@@ -595,7 +607,12 @@ impl Backend for CinderBackend {
     async fn create_volume(&self, request: &CreateVolume) -> BackendResult<Volume> {
         let config = self.client.config();
         let mut volume_type = config.default_volume_type.clone();
-        let mut zone = config.default_availability_zone.clone();
+        // The topology's zone, unless the class names one; the configured default last.
+        let mut zone = request
+            .zone
+            .clone()
+            .filter(|_| config.topology)
+            .or_else(|| config.default_availability_zone.clone());
         for (k, v) in &request.parameters {
             match k.as_str() {
                 "type" | "volume_type" => volume_type = Some(v.clone()),
@@ -798,6 +815,18 @@ impl Backend for CinderBackend {
             }
             _ => Ok(None),
         }
+    }
+
+    async fn publish_volume(&self, request: &PublishVolume) -> BackendResult<PublishContext> {
+        self.attach(request).await
+    }
+
+    async fn unpublish_volume(&self, volume: &VolumeId, node_id: &str) -> BackendResult<()> {
+        self.detach(volume.as_str(), node_id).await
+    }
+
+    async fn node_zone(&self, node_id: &str) -> BackendResult<Option<String>> {
+        self.server_zone(node_id).await
     }
 
     async fn find_snapshot_by_name(&self, name: &str) -> BackendResult<Option<Snapshot>> {

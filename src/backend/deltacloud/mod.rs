@@ -189,6 +189,7 @@ impl DeltacloudBackend {
                 .and_then(|m| m.source)
                 .map(|s| VolumeSource::Snapshot(SnapshotId::new(s))),
             ready: readiness(v.state.as_deref()) == Readiness::Ready,
+            zone: None,
         }
     }
 
@@ -287,6 +288,8 @@ impl Backend for DeltacloudBackend {
             node_local: false,
             group_snapshot: false,
             snapshot_metadata: false,
+            attach: false,
+            zones: false,
         }
     }
 

@@ -308,6 +308,7 @@ fn to_volume(record: VolumeRecord) -> Volume {
             SourceRecord::Volume(id) => VolumeSource::Volume(VolumeId::new(id)),
         }),
         ready: true,
+        zone: None,
     }
 }
 
@@ -378,6 +379,8 @@ impl Backend for LocalBackend {
             node_local: true,
             group_snapshot: true,
             snapshot_metadata: true,
+            attach: false,
+            zones: false,
         }
     }
 

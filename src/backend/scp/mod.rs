@@ -491,6 +491,7 @@ impl ScpBackend {
                 .filter(|s| !s.is_empty())
                 .map(|s| VolumeSource::Snapshot(SnapshotId::new(s))),
             ready,
+            zone: None,
         })
     }
 }
@@ -554,6 +555,8 @@ impl Backend for ScpBackend {
             node_local: false,
             group_snapshot: false,
             snapshot_metadata: false,
+            attach: false,
+            zones: false,
         }
     }
 

@@ -141,6 +141,7 @@ impl SoftLayerBackend {
             size_bytes: storage.capacity_gb.unwrap_or(0).saturating_mul(GIB),
             source: None,
             ready: storage.active_transaction_count.unwrap_or(0) == 0,
+            zone: None,
         })
     }
 
@@ -251,6 +252,8 @@ impl Backend for SoftLayerBackend {
             node_local: false,
             group_snapshot: false,
             snapshot_metadata: false,
+            attach: false,
+            zones: false,
         }
     }
 

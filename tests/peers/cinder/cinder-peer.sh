@@ -12,6 +12,9 @@
 #   KEYSTONE=1      also start Keystone and make Cinder check tokens with it
 #   KEYSTONE_PORT   port of Keystone (default 0 = a free one)
 #   FAKE_DELAY      seconds every create/delete takes in the fake driver (default 0)
+#   NOVA_PORT, PLACEMENT_PORT   (with KEYSTONE=1; tests/peers/nova/nova-peer.sh sets them)
+#                   Keystone's catalog gets Nova and Placement, and Cinder tells Nova when an
+#                   in-use volume grows (its [nova] section)
 #
 # `start` writes DIR/peer.env (sourceable) with CINDER_URL (the volume endpoint root, e.g.
 # http://127.0.0.1:8776), CINDER_PROJECT (the project id in noauth mode), and with Keystone:
@@ -109,6 +112,20 @@ project_domain_name = Default
 # Validate every token with Keystone (no cache), so a revoked token is refused at once.
 token_cache_time = -1
 "
+    if [[ -n ${NOVA_PORT:-} ]]; then
+        keystone_section+="
+[nova]
+region_name = RegionOne
+interface = public
+auth_type = password
+auth_url = $KEYSTONE_URL
+username = $KEYSTONE_SERVICE_USER
+password = $KEYSTONE_SERVICE_PASSWORD
+user_domain_name = Default
+project_name = service
+project_domain_name = Default
+"
+    fi
 fi
 
 etc=$cinder_venv/etc/cinder

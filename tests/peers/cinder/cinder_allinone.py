@@ -64,6 +64,13 @@ def _driver_class():
         def delete_snapshot(self, snapshot):
             _injected(snapshot, "faildel-")
 
+        def _update_volume_stats(self):
+            super()._update_volume_stats()
+            # Like the LVM driver the fake one stands in for: volumes of a type with
+            # multiattach="<is> True" can be placed here (and attached to several servers).
+            for pool in self._stats.get("pools", []):
+                pool["multiattach"] = True
+
     return HookedFakeDriver
 
 

@@ -4,6 +4,8 @@
 # at Cinder on <cinder port>, and an application credential (keystone_provision.py).
 #
 # Usage: keystone-setup.sh VENV DIR PORT CINDER_PORT   (prints peer.env lines on stdout)
+# With NOVA_PORT and PLACEMENT_PORT set, the catalog also gets Nova and Placement, with their
+# service users (tests/peers/nova).
 # Stopped by cinder-peer.sh stop (DIR/keystone.pid leads its own process group).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,5 +48,6 @@ curl -sf -m 5 "$url" >/dev/null || { echo "keystone not ready" >&2; exit 1; }
 echo "KEYSTONE_URL=$url"
 echo "KEYSTONE_ADMIN_USER=admin"
 echo "KEYSTONE_ADMIN_PASSWORD=$admin_password"
-"$venv/bin/python" "$here/keystone_provision.py" "$url" "$admin_password" "$cinder_port"
+"$venv/bin/python" "$here/keystone_provision.py" "$url" "$admin_password" "$cinder_port" \
+    ${NOVA_PORT:+"$NOVA_PORT" "${PLACEMENT_PORT:?PLACEMENT_PORT goes with NOVA_PORT}"}
 echo "keystone ready on 127.0.0.1:$port" >&2

@@ -5,8 +5,12 @@ shell assignments (KEY=value lines) for peer.env:
   `demo` project + `demo` user with the member role (the identity the driver uses)
   a `block-storage` service with public/internal/admin endpoints to Cinder in RegionOne
   an application credential of the demo user
+  with a Nova port and a Placement port too: `nova` and `placement` service users, `compute`
+  and `placement` catalog entries, and the `service` role on every service user (Nova's
+  external events API, which Cinder calls when an in-use volume grows, wants it)
 
 Usage: python keystone_provision.py <keystone v3 url> <admin password> <cinder port>
+                                    [<nova port> <placement port>]
 """
 import json
 import secrets
@@ -38,6 +42,7 @@ def password_token(base, user, password, project):
 
 def main():
     base, admin_password, cinder_port = sys.argv[1], sys.argv[2], sys.argv[3]
+    nova_port, placement_port = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else (None, None)
     admin_token, admin_body = password_token(base, "admin", admin_password, "admin")
     t = admin_token
     role_id = {r["name"]: r["id"] for r in call(base + "/roles", token=t)["roles"]}
@@ -53,7 +58,15 @@ def main():
 
     service_project = project("service")
     service_password = secrets.token_hex(12)
-    user("cinder", service_password, service_project, "admin")
+    cinder_user = user("cinder", service_password, service_project, "admin")
+    if nova_port:
+        if "service" not in role_id:
+            role_id["service"] = call(base + "/roles", "POST", {"role": {"name": "service"}}, t)["role"]["id"]
+        service_users = [cinder_user]
+        service_users.append(user("nova", service_password, service_project, "admin"))
+        service_users.append(user("placement", service_password, service_project, "admin"))
+        for uid in service_users:
+            call("%s/projects/%s/users/%s/roles/%s" % (base, service_project, uid, role_id["service"]), "PUT", None, t)
     demo_project = project("demo")
     demo_password = secrets.token_hex(12)
     member = "member" if "member" in role_id else "admin"
@@ -64,6 +77,14 @@ def main():
         call(base + "/endpoints", "POST", {"endpoint": {
             "service_id": service_id, "interface": interface, "region_id": "RegionOne",
             "url": "http://127.0.0.1:%s/v3/$(project_id)s" % cinder_port}}, t)
+
+    if nova_port:
+        for kind, name, url in (("compute", "nova", "http://127.0.0.1:%s/v2.1" % nova_port),
+                                ("placement", "placement", "http://127.0.0.1:%s" % placement_port)):
+            sid = call(base + "/services", "POST", {"service": {"type": kind, "name": name}}, t)["service"]["id"]
+            for interface in ("public", "internal", "admin"):
+                call(base + "/endpoints", "POST", {"endpoint": {
+                    "service_id": sid, "interface": interface, "region_id": "RegionOne", "url": url}}, t)
 
     demo_token, _ = password_token(base, "demo", demo_password, "demo")
     credential = call("%s/users/%s/application_credentials" % (base, demo_user), "POST",
