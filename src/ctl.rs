@@ -14,17 +14,18 @@ use std::io::Write;
 use std::time::Duration;
 use tonic::transport::{Channel, Uri};
 
-/// `snapcsi ctl` flags.
+/// `snapcsi ctl` flags. They are global: accepted before the subcommand and after it
+/// (`ctl --output json snapshot list` and `ctl snapshot list --output json`).
 #[derive(Debug, Clone, Args)]
 pub struct CtlArgs {
     /// The driver's endpoint: `unix:///path/csi.sock` or `tcp://ip:port`.
-    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///tmp/snapcsi.sock", value_parser = parse_endpoint)]
+    #[arg(long, global = true, env = "CSI_ENDPOINT", default_value = "unix:///tmp/snapcsi.sock", value_parser = parse_endpoint)]
     pub endpoint: Endpoint,
     /// Output format.
-    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Give up on a call after this many seconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, global = true, default_value_t = 30)]
     pub timeout: u64,
     /// What to do.
     #[command(subcommand)]
