@@ -184,7 +184,9 @@ impl<S> AnyAuthority<S> {
                 };
             }
             let priority = if flags & PRIORITY != 0 {
-                let Some(p) = payload.get(at..at + 5).and_then(|p| <[u8; 5]>::try_from(p).ok())
+                let Some(p) = payload
+                    .get(at..at + 5)
+                    .and_then(|p| <[u8; 5]>::try_from(p).ok())
                 else {
                     return false;
                 };
@@ -413,11 +415,16 @@ mod tests {
         let mut decoder = loona_hpack::Decoder::new();
         let (mut blocks, mut block) = (Vec::new(), Vec::new());
         while !rest.is_empty() {
-            let length = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+            let length =
+                usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
             let (kind, flags) = (rest[3], rest[4]);
             let payload = &rest[FRAME_HEADER..FRAME_HEADER + length];
             if kind == HEADERS || kind == CONTINUATION {
-                let skip = if kind == HEADERS && flags & PRIORITY != 0 { 5 } else { 0 };
+                let skip = if kind == HEADERS && flags & PRIORITY != 0 {
+                    5
+                } else {
+                    0
+                };
                 block.extend_from_slice(&payload[skip..]);
                 if flags & END_HEADERS != 0 {
                     blocks.push(decoder.decode(&block).expect("the server can decode it"));
@@ -430,7 +437,11 @@ mod tests {
     }
 
     fn authority(block: &[(Vec<u8>, Vec<u8>)]) -> String {
-        let value = &block.iter().find(|(n, _)| n == b":authority").expect("authority").1;
+        let value = &block
+            .iter()
+            .find(|(n, _)| n == b":authority")
+            .expect("authority")
+            .1;
         String::from_utf8(value.clone()).expect("utf-8")
     }
 
@@ -518,7 +529,8 @@ mod tests {
         let mut rest = &bytes[PREFACE.len()..];
         let mut frames = 0;
         while !rest.is_empty() {
-            let length = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+            let length =
+                usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
             assert!(length <= MAX_FRAME);
             rest = &rest[FRAME_HEADER + length..];
             frames += 1;

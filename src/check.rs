@@ -141,7 +141,10 @@ mod tests {
                     Found</title>\n<h1>Not Found</h1>\n<p>The requested URL was not found.</p>";
         let line = one_line(page);
         assert!(!line.contains('\n') && !line.contains('<'), "{line}");
-        assert!(line.starts_with("cinder health: HTTP 404: 404 Not Found Not Found"), "{line}");
+        assert!(
+            line.starts_with("cinder health: HTTP 404: 404 Not Found Not Found"),
+            "{line}"
+        );
         assert!(line.contains("HTML page"), "{line}");
         assert_eq!(one_line("a\r\n\tb  c"), "a b c");
         assert_eq!(one_line("x < y and y > z"), "x < y and y > z");

@@ -41,7 +41,10 @@ mod tests {
         assert!(colour(true, None));
         assert!(!colour(false, None), "a pipe or file gets no colour");
         assert!(!colour(true, Some(OsStr::new("1"))), "NO_COLOR=1 wins");
-        assert!(colour(true, Some(OsStr::new(""))), "an empty NO_COLOR is unset");
+        assert!(
+            colour(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR is unset"
+        );
         assert!(!colour(false, Some(OsStr::new("1"))));
     }
 }

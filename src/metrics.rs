@@ -6,10 +6,10 @@
 //! value in the crate; everything else is passed explicitly.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
@@ -97,7 +97,11 @@ impl Metrics {
         let snapshots_created = Family::<BackendLabels, Counter>::default();
         let snapshots_deleted = Family::<BackendLabels, Counter>::default();
         let in_flight = Gauge::default();
-        registry.register("rpc_requests", "CSI calls answered", Declared(rpc_requests.clone()));
+        registry.register(
+            "rpc_requests",
+            "CSI calls answered",
+            Declared(rpc_requests.clone()),
+        );
         registry.register(
             "rpc_duration_seconds",
             "CSI call latency",

@@ -524,14 +524,22 @@ async fn check_config_explains_keystone(peer: &Peer, by_name: &str, password: &s
             peer.get("KEYSTONE_APPCRED_ID")
         )
     };
-    let project = |name: &str| by_name.replace("project_name = \"demo\"", &format!("project_name = \"{name}\""));
+    let project = |name: &str| {
+        by_name.replace(
+            "project_name = \"demo\"",
+            &format!("project_name = \"{name}\""),
+        )
+    };
     // Keystone's root has no API under /nope: its web server answers a page, not JSON.
     let keystone_root = auth_url.trim_end_matches("/v3");
     let instances = [
         ("good", by_name.to_owned()),
         (
             "wrong-password",
-            by_name.replace(&format!("password = \"{password}\""), "password = \"xyzzy-wrong\""),
+            by_name.replace(
+                &format!("password = \"{password}\""),
+                "password = \"xyzzy-wrong\"",
+            ),
         ),
         ("unknown-project", project("no-such-project")),
         ("role-less-project", project("norole")),
@@ -559,7 +567,11 @@ async fn check_config_explains_keystone(peer: &Peer, by_name: &str, password: &s
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(!stdout.contains("xyzzy"), "a secret leaked: {stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), instances.len(), "one line per backend:\n{stdout}");
+    assert_eq!(
+        lines.len(),
+        instances.len(),
+        "one line per backend:\n{stdout}"
+    );
     let line = |name: &str| {
         let prefix = format!("backend {name} (cinder): ");
         *lines
@@ -588,7 +600,10 @@ async fn check_config_explains_keystone(peer: &Peer, by_name: &str, password: &s
         }
     }
     let l = line("role-less-project");
-    assert!(l.contains("project \"norole\" in domain \"Default\""), "{l}");
+    assert!(
+        l.contains("project \"norole\" in domain \"Default\""),
+        "{l}"
+    );
     let l = line("bad-appcred-secret");
     assert!(l.starts_with("PROBLEM ") && l.contains("401"), "{l}");
     for cause in [

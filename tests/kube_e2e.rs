@@ -1,6 +1,6 @@
 //! The VolumeSnapshot story on a real kube-apiserver with the real sidecars, driven with the
 //! kube and k8s-openapi crates. `tests/k8s/e2e.sh` starts the cluster and runs this test with
-//! `SNAPCSI_E2E=1 ... -- --ignored`; plain `cargo test` reports it ignored.
+//! `SNAPCSI_E2E=1 ... -- --include-ignored`; plain `cargo test` reports it ignored.
 //!
 //! There is no kubelet: what it and node-driver-registrar would publish for the node (the Node
 //! object's topology label and the CSINode entry) is created here, and StorageClasses bind
@@ -114,7 +114,7 @@ fn pvc(name: &str, size: &str, data_source: Option<&str>) -> PersistentVolumeCla
 }
 
 #[tokio::test]
-#[ignore = "needs the throwaway cluster tests/k8s/e2e.sh starts: run through it (it passes --ignored)"]
+#[ignore = "needs the throwaway cluster tests/k8s/e2e.sh starts: run through it (it passes --include-ignored)"]
 async fn volume_snapshot_end_to_end() {
     // Asked for with --ignored but outside e2e.sh: fail rather than write into whatever
     // cluster KUBECONFIG names.

@@ -1,7 +1,7 @@
 //! The VolumeGroupSnapshot story on a real kube-apiserver with the real snapshot-controller
 //! and csi-snapshotter (feature gate `CSIVolumeGroupSnapshot`), driven with kube-rs.
 //! `tests/k8s/e2e.sh` starts the cluster and runs this test with `SNAPCSI_E2E=1` after
-//! `kube_e2e` (with `--ignored`); plain `cargo test` reports it ignored.
+//! `kube_e2e` (with `--include-ignored`); plain `cargo test` reports it ignored.
 //!
 //! Two labelled PVCs get distinct data written into their volume images (there is no kubelet
 //! to run a pod), a VolumeGroupSnapshot selects them by label, and once it is ready both
@@ -129,7 +129,7 @@ fn read_at(path: &Path, len: usize) -> Vec<u8> {
 }
 
 #[tokio::test]
-#[ignore = "needs the throwaway cluster tests/k8s/e2e.sh starts: run through it (it passes --ignored)"]
+#[ignore = "needs the throwaway cluster tests/k8s/e2e.sh starts: run through it (it passes --include-ignored)"]
 async fn volume_group_snapshot_end_to_end() {
     // Asked for with --ignored but outside e2e.sh: fail rather than write into whatever
     // cluster KUBECONFIG names.

@@ -2,7 +2,7 @@
 //! clock) creates the slot's VolumeSnapshot, the real snapshot-controller and csi-snapshotter
 //! have snapcsi cut it, and it becomes readyToUse. `tests/k8s/e2e.sh` runs this after
 //! tests/kube_e2e.rs, whose StorageClass and VolumeSnapshotClass `snapcsi-e2e` (and Node,
-//! CSINode) it reuses; plain `cargo test` reports it ignored (e2e.sh runs it with `--ignored`).
+//! CSINode) it reuses; plain `cargo test` reports it ignored (e2e.sh runs it with `--include-ignored`).
 
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
@@ -29,7 +29,7 @@ impl Drop for Child {
 }
 
 #[tokio::test]
-#[ignore = "needs the throwaway cluster tests/k8s/e2e.sh starts: run through it (it passes --ignored)"]
+#[ignore = "needs the throwaway cluster tests/k8s/e2e.sh starts: run through it (it passes --include-ignored)"]
 async fn scheduled_snapshot_through_the_real_chain() {
     // Asked for with --ignored but outside e2e.sh: fail rather than write into whatever
     // cluster KUBECONFIG names.

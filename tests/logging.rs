@@ -35,7 +35,10 @@ fn on_a_terminal(no_color: Option<&str>) -> String {
     }
     let out = script.output().expect("run script (util-linux)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.contains("snapcsi stopped"), "no log line on the pty: {text:?}");
+    assert!(
+        text.contains("snapcsi stopped"),
+        "no log line on the pty: {text:?}"
+    );
     text
 }
 
@@ -59,7 +62,10 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(tty.contains(ESC), "no colour on a terminal: {tty:?}");
     for value in ["1", "true"] {
         let plain = on_a_terminal(Some(value));
-        assert!(!plain.contains(ESC), "colour despite NO_COLOR={value}: {plain:?}");
+        assert!(
+            !plain.contains(ESC),
+            "colour despite NO_COLOR={value}: {plain:?}"
+        );
     }
     // An empty NO_COLOR is the same as none (no-color.org).
     assert!(on_a_terminal(Some("")).contains(ESC));

@@ -144,8 +144,7 @@ fn the_run_command_and_the_ctl_session_work_as_written() {
         } else if line.starts_with("snapcsi ctl volume create") {
             volume_id = first_id(&stdout).unwrap_or_else(|| panic!("{line}: no id in {stdout}"));
         } else if line.starts_with("snapcsi ctl snapshot create") {
-            snapshot_id =
-                first_id(&stdout).unwrap_or_else(|| panic!("{line}: no id in {stdout}"));
+            snapshot_id = first_id(&stdout).unwrap_or_else(|| panic!("{line}: no id in {stdout}"));
         }
         ran += 1;
     }

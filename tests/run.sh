@@ -84,9 +84,9 @@ summary() {
 
 # Adds up what the test runners reported: cargo's "test result:" lines and
 # csi-sanity.sh's closing "csi-sanity: N passed, N failed, N skipped" line. The
-# phases test-root and e2e run, with --ignored, only tests that the test phase
-# reported ignored: each one they ran counts once, as passed or failed, and no
-# longer as skipped.
+# phases test-root (--ignored) and e2e (--include-ignored, on test binaries that
+# hold only ignored tests) run only tests that the test phase reported ignored:
+# each one they ran counts once, as passed or failed, and no longer as skipped.
 count_tests() {
     local p=0 f=0 s=0 line log
     for log in test test-root e2e; do

@@ -488,13 +488,12 @@ impl CinderClient {
 /// lists every cause for the method in use, naming the configured identity (never a secret).
 fn auth_hint(c: &CinderConfig) -> String {
     let shown = |value: &Option<String>| value.as_deref().map(|v| format!("{v:?}"));
-    let either = |id: &Option<String>, name: &Option<String>, what: &str| {
-        match (shown(id), shown(name)) {
+    let either =
+        |id: &Option<String>, name: &Option<String>, what: &str| match (shown(id), shown(name)) {
             (Some(id), _) => format!("{what} id {id}"),
             (None, Some(name)) => format!("{what} {name}"),
             (None, None) => format!("{what} (none configured)"),
-        }
-    };
+        };
     let domain = |id: &Option<String>, name: &Option<String>| match (shown(id), shown(name)) {
         (Some(id), _) => format!("domain id {id}"),
         (None, Some(name)) => format!("domain {name}"),
@@ -529,8 +528,7 @@ fn auth_hint(c: &CinderConfig) -> String {
                 }
                 (None, None) => "an application credential id or name is given".to_owned(),
             },
-            "application_credential_secret is the secret shown once when it was created"
-                .to_owned(),
+            "application_credential_secret is the secret shown once when it was created".to_owned(),
             "it has not expired and was not deleted".to_owned(),
             "its user still has the credential's roles on its project".to_owned(),
         ],
