@@ -546,13 +546,29 @@ pub async fn run(args: CtlArgs, out: &mut impl Write) -> Result<(), CtlError> {
             size,
             params,
         } => {
+            // Without --size, the snapshot's own size: a driver may read a request with no
+            // capacity as "its default size" and refuse a larger snapshot (csi-driver-host-path
+            // does). A driver that cannot list snapshots gets no size, as before.
+            let size = match size {
+                Some(s) => Some(i64::try_from(s).unwrap_or(i64::MAX)),
+                None => controller
+                    .list_snapshots(csi::ListSnapshotsRequest {
+                        snapshot_id: snapshot_id.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_inner().entries.into_iter().find_map(|e| e.snapshot))
+                    .map(|s| s.size_bytes)
+                    .filter(|&bytes| bytes > 0),
+            };
             eprintln!("restoring snapshot {snapshot_id} into volume {name:?} ...");
             let started = std::time::Instant::now();
             let volume = controller
                 .create_volume(csi::CreateVolumeRequest {
                     name,
-                    capacity_range: size.map(|s| csi::CapacityRange {
-                        required_bytes: i64::try_from(s).unwrap_or(i64::MAX),
+                    capacity_range: size.map(|required_bytes| csi::CapacityRange {
+                        required_bytes,
                         limit_bytes: 0,
                     }),
                     volume_capabilities: vec![capability(false)],
