@@ -207,3 +207,112 @@ fn every_config_example_is_valid() {
     }
     assert!(checked >= 5, "only {checked} example backends found");
 }
+
+/// The README as a newcomer reads it, checked against the code it describes, so it cannot fall
+/// behind again: the phases tests/run.sh runs, the directories of src/ in the architecture
+/// diagram, the backends in the opening paragraph and the `--backend` flag, commands run as
+/// root without sudo (a minimal Debian has none), how `snapcsi` gets on PATH, and what the
+/// test suite needs before it starts.
+#[test]
+fn the_readme_tells_a_newcomer_what_the_code_does() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let intro = README.split("\n## ").next().expect("opening paragraph");
+    let clouds: Vec<String> = std::fs::read_dir(format!("{root}/src/backend"))
+        .expect("src/backend")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir() && e.file_name() != "local")
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(clouds.len() >= 4, "{clouds:?}");
+    let names = [
+        ("cinder", "Cinder"),
+        ("scp", "SCP"),
+        ("softlayer", "SoftLayer"),
+        ("deltacloud", "Deltacloud"),
+    ];
+    for cloud in &clouds {
+        let (_, shown) = names
+            .iter()
+            .find(|(dir, _)| dir == cloud)
+            .unwrap_or_else(|| panic!("a new backend {cloud}: name it in the README"));
+        assert!(intro.contains(shown), "the opening paragraph omits {shown}");
+    }
+    assert!(
+        !intro.contains("roadmap"),
+        "the opening paragraph calls built backends a roadmap:\n{intro}"
+    );
+
+    let backend_flag = README
+        .lines()
+        .find(|l| l.starts_with("| `--backend`"))
+        .expect("the --backend row");
+    assert!(backend_flag.contains("--config"), "{backend_flag}");
+    for cloud in &clouds {
+        assert!(
+            backend_flag.contains(cloud.as_str()),
+            "{cloud}: {backend_flag}"
+        );
+    }
+
+    let diagram = README
+        .split("## Architecture")
+        .nth(1)
+        .and_then(|s| s.split("```").nth(1))
+        .expect("the architecture diagram");
+    let mut parts = vec!["registry".to_owned()];
+    for dir in ["src", "src/backend"] {
+        for entry in std::fs::read_dir(format!("{root}/{dir}")).expect(dir) {
+            let entry = entry.expect("entry");
+            if entry.path().is_dir() {
+                parts.push(format!("{}/", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    for part in &parts {
+        assert!(diagram.contains(part.as_str()), "the diagram omits {part}");
+    }
+
+    let run_sh = std::fs::read_to_string(format!("{root}/tests/run.sh")).expect("tests/run.sh");
+    let suite = README
+        .split("It runs, as timed phases:")
+        .nth(1)
+        .and_then(|s| s.split("\n\n").next())
+        .expect("the README lists the phases of tests/run.sh");
+    let mut phases = 0;
+    for line in run_sh.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // `phase NAME COMMAND...` calls: at the start of a line or after `if` / `if !`.
+        let Some(at) = words.iter().position(|w| *w == "phase") else {
+            continue;
+        };
+        if !words[..at].iter().all(|w| *w == "if" || *w == "!") {
+            continue;
+        }
+        let Some(name) = words.get(at + 1).filter(|n| !n.starts_with('"')) else {
+            continue;
+        };
+        assert!(
+            suite.contains(&format!("`{name}`")),
+            "phase {name} of tests/run.sh is not in the README's list"
+        );
+        phases += 1;
+    }
+    assert!(phases >= 8, "only {phases} phases found in tests/run.sh");
+    assert!(suite.contains("`sanity-<backend>`"), "{suite}");
+
+    for block in blocks("sh") {
+        for line in block.lines() {
+            assert!(
+                !line.trim_start().starts_with("sudo "),
+                "say \"as root\": minimal Debian has no sudo: {line}"
+            );
+        }
+    }
+    assert!(
+        README.contains("cargo install --path ."),
+        "how snapcsi gets on PATH"
+    );
+    for needed in ["**Go**", "**Python 3**", "**nightly**", "**25 GB**"] {
+        assert!(README.contains(needed), "the prerequisites omit {needed}");
+    }
+}
