@@ -77,7 +77,9 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = Mode::All)]
     pub mode: Mode,
 
-    /// Storage backend (ignored when --config names backend instances).
+    /// Built-in backend when no --config is given. The cloud backends (cinder, scp,
+    /// softlayer, deltacloud) need endpoints and credentials, so they come only through
+    /// --config.
     #[arg(long, value_enum, default_value_t = BackendKind::Local)]
     pub backend: BackendKind,
 

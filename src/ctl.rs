@@ -15,17 +15,18 @@ use std::io::Write;
 use std::time::Duration;
 use tonic::transport::{Channel, Uri};
 
-/// `snapcsi ctl` flags.
+/// `snapcsi ctl` flags. They are global: accepted before the subcommand and after it
+/// (`ctl --output json snapshot list` and `ctl snapshot list --output json`).
 #[derive(Debug, Clone, Args)]
 pub struct CtlArgs {
     /// The driver's endpoint: `unix:///path/csi.sock` or `tcp://ip:port`.
-    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///tmp/snapcsi.sock", value_parser = parse_endpoint)]
+    #[arg(long, global = true, env = "CSI_ENDPOINT", default_value = "unix:///tmp/snapcsi.sock", value_parser = parse_endpoint)]
     pub endpoint: Endpoint,
     /// Output format.
-    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Give up on a call after this many seconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, global = true, default_value_t = 30)]
     pub timeout: u64,
     /// What to do.
     #[command(subcommand)]
@@ -553,13 +554,29 @@ pub async fn run(args: CtlArgs, out: &mut impl Write) -> Result<(), CtlError> {
             size,
             params,
         } => {
+            // Without --size, the snapshot's own size: a driver may read a request with no
+            // capacity as "its default size" and refuse a larger snapshot (csi-driver-host-path
+            // does). A driver that cannot list snapshots gets no size, as before.
+            let size = match size {
+                Some(s) => Some(i64::try_from(s).unwrap_or(i64::MAX)),
+                None => controller
+                    .list_snapshots(csi::ListSnapshotsRequest {
+                        snapshot_id: snapshot_id.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_inner().entries.into_iter().find_map(|e| e.snapshot))
+                    .map(|s| s.size_bytes)
+                    .filter(|&bytes| bytes > 0),
+            };
             eprintln!("restoring snapshot {snapshot_id} into volume {name:?} ...");
             let started = std::time::Instant::now();
             let volume = controller
                 .create_volume(csi::CreateVolumeRequest {
                     name,
-                    capacity_range: size.map(|s| csi::CapacityRange {
-                        required_bytes: i64::try_from(s).unwrap_or(i64::MAX),
+                    capacity_range: size.map(|required_bytes| csi::CapacityRange {
+                        required_bytes,
                         limit_bytes: 0,
                     }),
                     volume_capabilities: vec![capability(false)],

@@ -4,6 +4,7 @@
 //! in-flight guard, paging) -> `backend` (the storage boundary). Errors become gRPC statuses
 //! in exactly one place, `error`.
 
+pub mod authority;
 pub mod backend;
 pub mod calendar;
 pub mod check;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod http;
 pub mod kube;
+pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod ops;

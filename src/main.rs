@@ -1,21 +1,8 @@
 //! The `snapcsi` binary: parse flags, start logging, serve. No logic lives here.
 
 use snapcsi::config::{self, Command, LogFormat};
+use snapcsi::logging::init as init_logging;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
-
-fn init_logging(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

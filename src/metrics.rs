@@ -5,7 +5,8 @@
 //! constructor would make telemetry part of each backend's API. This is the one process-wide
 //! value in the crate; everything else is passed explicitly.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -71,6 +72,27 @@ pub struct ObjectLabels {
 /// is warned about on every lookup rather than remembered without bound.
 const MAX_DUPLICATE_NAMES: usize = 4096;
 
+/// A metric family exposed from the start: prometheus-client leaves out the HELP and TYPE lines
+/// of a family until its first sample, so a scrape before the first RPC (or the first cloud
+/// call) would not show what the driver exports, and dashboards and alerts written against it
+/// would see "no such metric" instead of an empty family.
+#[derive(Debug)]
+struct Declared<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Declared<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~52 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 20))
@@ -111,36 +133,40 @@ impl Metrics {
         let in_flight = Gauge::default();
         let metadata_streams = Family::<MetadataLabels, Counter>::default();
         let metadata_bytes_read = Family::<MetadataLabels, Counter>::default();
-        registry.register("rpc_requests", "CSI calls answered", rpc_requests.clone());
+        registry.register(
+            "rpc_requests",
+            "CSI calls answered",
+            Declared(rpc_requests.clone()),
+        );
         registry.register(
             "rpc_duration_seconds",
             "CSI call latency",
-            rpc_seconds.clone(),
+            Declared(rpc_seconds.clone()),
         );
         registry.register(
             "cloud_requests",
             "Cloud API calls made",
-            cloud_requests.clone(),
+            Declared(cloud_requests.clone()),
         );
         registry.register(
             "cloud_request_duration_seconds",
             "Cloud API call latency",
-            cloud_seconds.clone(),
+            Declared(cloud_seconds.clone()),
         );
         registry.register(
             "snapshots_created",
             "Snapshots created (not counting idempotent repeats)",
-            snapshots_created.clone(),
+            Declared(snapshots_created.clone()),
         );
         registry.register(
             "snapshots_deleted",
             "Snapshots deleted",
-            snapshots_deleted.clone(),
+            Declared(snapshots_deleted.clone()),
         );
         registry.register(
             "duplicate_names",
             "CSI names found on more than one cloud object (each name counted once)",
-            duplicate_names.clone(),
+            Declared(duplicate_names.clone()),
         );
         registry.register(
             "in_flight_operations",
@@ -150,12 +176,12 @@ impl Metrics {
         registry.register(
             "snapshot_metadata_streams",
             "SnapshotMetadata streams answered, by how the ranges were found",
-            metadata_streams.clone(),
+            Declared(metadata_streams.clone()),
         );
         registry.register(
             "snapshot_metadata_read_bytes",
             "Bytes of snapshot data read to answer SnapshotMetadata streams",
-            metadata_bytes_read.clone(),
+            Declared(metadata_bytes_read.clone()),
         );
         Self {
             registry,

@@ -20,6 +20,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 /// A failure to start serving.
@@ -296,8 +297,11 @@ pub async fn serve(
                     endpoint: args.endpoint.to_string(),
                     message,
                 })?;
+            // Any client's `:authority` is accepted on the socket (see `authority`).
+            let incoming = UnixListenerStream::new(listener)
+                .map(|accepted| accepted.map(crate::authority::AnyAuthority::new));
             let result = router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await;
             let _ = std::fs::remove_file(path);
             result?;

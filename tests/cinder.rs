@@ -464,6 +464,7 @@ async fn real_keystone_auth_methods() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.starts_with("PROBLEM backend east (cinder)"), "{out}");
     assert!(!out.contains("not-the-password"), "{out}");
+    check_config_explains_keystone(&peer, &by_name, password).await;
 
     // One re-authentication when Cinder refuses a revoked token.
     let revoked = session.token().expose().to_owned();
@@ -576,6 +577,124 @@ async fn real_keystone_auth_methods() {
         "NUMBERS: Keystone auth methods exercised: {}",
         exercised.join("; ")
     );
+}
+
+/// `snapcsi check-config` against the real Keystone and Cinder, as an operator reads it: the
+/// negotiated API version on an OK line; for each of Keystone's indistinguishable 401s (wrong
+/// password, unknown project, a project the user has no role on, a wrong application
+/// credential secret) what to check for the auth method in use; and one line per backend even
+/// where the server answers an HTML page.
+async fn check_config_explains_keystone(peer: &Peer, by_name: &str, password: &str) {
+    let auth_url = peer.get("KEYSTONE_URL");
+    let created = reqwest::Client::new()
+        .post(format!("{auth_url}/projects"))
+        .header("X-Auth-Token", peer.get("KEYSTONE_ADMIN_TOKEN"))
+        .json(&serde_json::json!({"project": {"name": "norole", "domain_id": "default"}}))
+        .send()
+        .await
+        .expect("create a project without roles")
+        .status();
+    assert_eq!(created.as_u16(), 201, "project norole");
+    let appcred = |secret: &str| {
+        format!(
+            "type = \"cinder\"\nauth_type = \"application_credential\"\nauth_url = \"{auth_url}\"\n\
+             application_credential_id = \"{}\"\napplication_credential_secret = \"{secret}\"\n",
+            peer.get("KEYSTONE_APPCRED_ID")
+        )
+    };
+    let project = |name: &str| {
+        by_name.replace(
+            "project_name = \"demo\"",
+            &format!("project_name = \"{name}\""),
+        )
+    };
+    // Keystone's root has no API under /nope: its web server answers a page, not JSON.
+    let keystone_root = auth_url.trim_end_matches("/v3");
+    let instances = [
+        ("good", by_name.to_owned()),
+        (
+            "wrong-password",
+            by_name.replace(
+                &format!("password = \"{password}\""),
+                "password = \"xyzzy-wrong\"",
+            ),
+        ),
+        ("unknown-project", project("no-such-project")),
+        ("role-less-project", project("norole")),
+        ("bad-appcred-secret", appcred("xyzzy-not-the-secret")),
+        ("appcred", appcred(peer.get("KEYSTONE_APPCRED_SECRET"))),
+        (
+            "html",
+            by_name.replace(auth_url, &format!("{keystone_root}/nope/v3")),
+        ),
+    ];
+    let mut text = "default_backend = \"good\"\n".to_owned();
+    for (name, body) in &instances {
+        text.push_str(&format!("[backends.{name}]\n{body}"));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("check.toml");
+    std::fs::write(&path, &text).expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_snapcsi"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("check-config on the real Keystone + Cinder:\n{stdout}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(!stdout.contains("xyzzy"), "a secret leaked: {stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        instances.len(),
+        "one line per backend:\n{stdout}"
+    );
+    let line = |name: &str| {
+        let prefix = format!("backend {name} (cinder): ");
+        *lines
+            .iter()
+            .find(|l| l.contains(&prefix))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{stdout}"))
+    };
+    for ok in ["good", "appcred"] {
+        let l = line(ok);
+        assert!(l.starts_with("OK "), "{l}");
+        // The microversion negotiated with Cinder 29 (which speaks up to 3.71), capped at 3.66.
+        assert!(l.contains("api version v3 (microversion 3.66);"), "{l}");
+    }
+    for name in ["wrong-password", "unknown-project", "role-less-project"] {
+        let l = line(name);
+        assert!(l.starts_with("PROBLEM "), "{l}");
+        assert!(l.contains("401"), "{l}");
+        for cause in [
+            "auth_type = \"password\"",
+            "user \"demo\" in domain \"Default\" exists",
+            "the password is this user's",
+            "project \"",
+            "has a role",
+        ] {
+            assert!(l.contains(cause), "{name}: the hint lacks {cause:?}: {l}");
+        }
+    }
+    let l = line("role-less-project");
+    assert!(
+        l.contains("project \"norole\" in domain \"Default\""),
+        "{l}"
+    );
+    let l = line("bad-appcred-secret");
+    assert!(l.starts_with("PROBLEM ") && l.contains("401"), "{l}");
+    for cause in [
+        "auth_type = \"application_credential\"",
+        "application_credential_secret",
+        "expired",
+    ] {
+        assert!(l.contains(cause), "the hint lacks {cause:?}: {l}");
+    }
+    assert!(!l.contains("password is"), "{l}");
+    let l = line("html");
+    assert!(l.starts_with("PROBLEM "), "{l}");
+    assert!(l.contains("HTML page"), "{l}");
 }
 
 /// The strict simulator of the v2 API (seed 004) and the Rackspace v1 dialect (seed 001).

@@ -392,11 +392,9 @@ async fn node_only_process_advertises_no_group_service() {
 /// Two staged, mounted ext4 volumes are frozen together and cloned; data written before the
 /// group snapshot is in both restores, data written after is in neither.
 #[tokio::test]
+#[ignore = "needs root (loop devices, mounts): as root, `cargo test --test group -- --ignored` (tests/run.sh does)"]
 async fn mounted_members_are_frozen_and_restore_consistently() {
-    if !common::is_root() {
-        eprintln!("skipping mounted_members_are_frozen_and_restore_consistently: needs root");
-        return;
-    }
+    common::require_root();
     let driver = Driver::start(&[]).await;
     let _cleanup = common::NodeCleanup(driver.path(""));
     let mut c = driver.controller();
@@ -648,13 +646,9 @@ async fn kill_nine_during_a_group_snapshot_leaves_one_group_and_no_orphan() {
 /// freezes file systems another one may be freezing, and all four must succeed (they take
 /// turns; a second freeze of a frozen file system would fail with EBUSY).
 #[tokio::test]
+#[ignore = "needs root (loop devices, mounts): as root, `cargo test --test group -- --ignored` (tests/run.sh does)"]
 async fn concurrent_groups_and_snapshots_of_mounted_volumes_all_succeed() {
-    if !common::is_root() {
-        eprintln!(
-            "skipping concurrent_groups_and_snapshots_of_mounted_volumes_all_succeed: needs root"
-        );
-        return;
-    }
+    common::require_root();
     let driver = Driver::start(&[]).await;
     let _cleanup = common::NodeCleanup(driver.path(""));
     let mut c = driver.controller();

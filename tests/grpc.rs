@@ -524,11 +524,9 @@ async fn capacity_limit_is_enforced() {
 /// the snapshot into a new volume and reads the same bytes back; then the same for a block
 /// volume. Needs root.
 #[tokio::test]
+#[ignore = "needs root (loop devices, mounts): as root, `cargo test --test grpc -- --ignored` (tests/run.sh does)"]
 async fn node_publish_snapshot_restore_round_trip() {
-    if !common::is_root() {
-        eprintln!("skipping node_publish_snapshot_restore_round_trip: needs root");
-        return;
-    }
+    common::require_root();
     let driver = Driver::start(&[]).await;
     let _cleanup = common::NodeCleanup(driver.path(""));
     let mut c = driver.controller();

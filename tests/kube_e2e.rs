@@ -1,6 +1,6 @@
 //! The VolumeSnapshot story on a real kube-apiserver with the real sidecars, driven with the
 //! kube and k8s-openapi crates. `tests/k8s/e2e.sh` starts the cluster and runs this test with
-//! `SNAPCSI_E2E=1`; without it the test says so and returns.
+//! `SNAPCSI_E2E=1 ... -- --include-ignored`; plain `cargo test` reports it ignored.
 //!
 //! There is no kubelet: what it and node-driver-registrar would publish for the node (the Node
 //! object's topology label and the CSINode entry) is created here, and StorageClasses bind
@@ -114,11 +114,14 @@ fn pvc(name: &str, size: &str, data_source: Option<&str>) -> PersistentVolumeCla
 }
 
 #[tokio::test]
+#[ignore = "needs the throwaway cluster tests/k8s/e2e.sh starts: run through it (it passes --include-ignored)"]
 async fn volume_snapshot_end_to_end() {
-    if std::env::var("SNAPCSI_E2E").is_err() {
-        eprintln!("skipping volume_snapshot_end_to_end: run tests/k8s/e2e.sh (starts the cluster)");
-        return;
-    }
+    // Asked for with --ignored but outside e2e.sh: fail rather than write into whatever
+    // cluster KUBECONFIG names.
+    assert!(
+        std::env::var_os("SNAPCSI_E2E").is_some(),
+        "run through tests/k8s/e2e.sh, which starts the throwaway cluster and sets SNAPCSI_E2E=1"
+    );
     let socket = std::env::var("SNAPCSI_E2E_SOCKET").expect("SNAPCSI_E2E_SOCKET");
     let channel = common::connect(std::path::Path::new(&socket)).await;
     let mut driver = csi::controller_client::ControllerClient::new(channel);

@@ -1,7 +1,7 @@
 //! The VolumeGroupSnapshot story on a real kube-apiserver with the real snapshot-controller
 //! and csi-snapshotter (feature gate `CSIVolumeGroupSnapshot`), driven with kube-rs.
 //! `tests/k8s/e2e.sh` starts the cluster and runs this test with `SNAPCSI_E2E=1` after
-//! `kube_e2e`; without it the test says so and returns.
+//! `kube_e2e` (with `--include-ignored`); plain `cargo test` reports it ignored.
 //!
 //! Two labelled PVCs get distinct data written into their volume images (there is no kubelet
 //! to run a pod), a VolumeGroupSnapshot selects them by label, and once it is ready both
@@ -129,13 +129,14 @@ fn read_at(path: &Path, len: usize) -> Vec<u8> {
 }
 
 #[tokio::test]
+#[ignore = "needs the throwaway cluster tests/k8s/e2e.sh starts: run through it (it passes --include-ignored)"]
 async fn volume_group_snapshot_end_to_end() {
-    if std::env::var("SNAPCSI_E2E").is_err() {
-        eprintln!(
-            "skipping volume_group_snapshot_end_to_end: run tests/k8s/e2e.sh (starts the cluster)"
-        );
-        return;
-    }
+    // Asked for with --ignored but outside e2e.sh: fail rather than write into whatever
+    // cluster KUBECONFIG names.
+    assert!(
+        std::env::var_os("SNAPCSI_E2E").is_some(),
+        "run through tests/k8s/e2e.sh, which starts the throwaway cluster and sets SNAPCSI_E2E=1"
+    );
     let socket = std::env::var("SNAPCSI_E2E_SOCKET").expect("SNAPCSI_E2E_SOCKET");
     let data = PathBuf::from(std::env::var("SNAPCSI_E2E_DATA").expect("SNAPCSI_E2E_DATA"));
     let channel = common::connect(Path::new(&socket)).await;

@@ -107,3 +107,58 @@ async fn metrics_count_rpcs_codes_and_snapshots() {
         .expect("get");
     assert_eq!(not_found.status().as_u16(), 404);
 }
+
+/// Every family's HELP and TYPE lines are there from the first scrape, before any RPC: a
+/// dashboard or alert written against them finds them on a driver that has served nothing yet.
+/// The real binary, so no other test's calls are in its (process-wide) registry.
+#[test]
+fn every_family_is_exposed_before_the_first_rpc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("csi.sock");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_snapcsi"))
+        .args(["serve", "--backend", "memory", "--mode", "controller"])
+        .arg("--endpoint")
+        .arg(format!("unix://{}", socket.display()))
+        .args(["--metrics-addr", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start snapcsi");
+    let mut body = None;
+    for _ in 0..250 {
+        if let Ok(mut stream) = std::net::TcpStream::connect(&addr) {
+            use std::io::{Read, Write};
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .expect("send");
+            let mut text = String::new();
+            stream.read_to_string(&mut text).expect("read");
+            body = Some(text);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let body = body.expect("the metrics endpoint never answered");
+    for (family, kind) in [
+        ("snapcsi_rpc_requests", "counter"),
+        ("snapcsi_rpc_duration_seconds", "histogram"),
+        ("snapcsi_cloud_requests", "counter"),
+        ("snapcsi_cloud_request_duration_seconds", "histogram"),
+        ("snapcsi_snapshots_created", "counter"),
+        ("snapcsi_snapshots_deleted", "counter"),
+        ("snapcsi_in_flight_operations", "gauge"),
+    ] {
+        assert!(
+            body.contains(&format!("\n# TYPE {family} {kind}\n")),
+            "no TYPE line for {family} before the first RPC:\n{body}"
+        );
+        assert!(
+            body.contains(&format!("\n# HELP {family} ")),
+            "no HELP line for {family} before the first RPC:\n{body}"
+        );
+    }
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+}

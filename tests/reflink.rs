@@ -1,7 +1,9 @@
 //! Privileged tests of the node operations and of image cloning on real
 //! loop-mounted XFS and ext4 filesystems.
 //!
-//! They need root and loop devices, and skip (with a message) without them.
+//! They need root and loop devices, so they are `#[ignore]`d: plain `cargo test` reports them
+//! ignored, and as root `cargo test --test reflink -- --ignored` runs them (tests/run.sh
+//! does). Asked for without root, they fail saying why.
 //! Every test keeps its mounts and loop devices inside a [`Scratch`]
 //! directory whose `Drop` unmounts and detaches everything, so a failed
 //! assertion does not leak kernel state into the next run.
@@ -17,18 +19,17 @@ use snapcsi::node::{format, freeze, loopdev, mount, stats};
 
 const MIB: u64 = 1 << 20;
 
-/// Returns false (after saying why) when this environment cannot run
-/// privileged tests.
-fn privileged(test: &str) -> bool {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED {test}: needs root (loop devices and mounts)");
-        return false;
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        eprintln!("SKIPPED {test}: no /dev/loop-control in this environment");
-        return false;
-    }
-    true
+/// For these `#[ignore]`d tests, asked for with `--ignored`: an environment that cannot run
+/// them is a failure that says why, not a pass.
+fn privileged() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "needs root (loop devices and mounts)"
+    );
+    assert!(
+        Path::new("/dev/loop-control").exists(),
+        "no /dev/loop-control in this environment"
+    );
 }
 
 /// Online ext4 resizing needs CAP_SYS_RESOURCE, which some sandboxes take
@@ -206,10 +207,9 @@ async fn loop_filesystem(image: &Path, fstype: &str, mnt: &Path) -> PathBuf {
 }
 
 #[tokio::test]
+#[ignore = "needs root (loop devices, mounts): as root, `cargo test --test reflink -- --ignored` (tests/run.sh does)"]
 async fn xfs_clone_is_a_reflink() {
-    if !privileged("xfs_clone_is_a_reflink") {
-        return;
-    }
+    privileged();
     let mut s = Scratch::new();
     let image = s.image("xfs.img", 512 * MIB);
     let mnt = s.dir("mnt");
@@ -273,10 +273,9 @@ async fn xfs_clone_is_a_reflink() {
 }
 
 #[tokio::test]
+#[ignore = "needs root (loop devices, mounts): as root, `cargo test --test reflink -- --ignored` (tests/run.sh does)"]
 async fn ext4_clone_is_a_sparse_copy() {
-    if !privileged("ext4_clone_is_a_sparse_copy") {
-        return;
-    }
+    privileged();
     let mut s = Scratch::new();
     let image = s.image("ext4.img", 512 * MIB);
     let mnt = s.dir("mnt");
@@ -322,10 +321,9 @@ fn write_in_background(dir: &Path, name: &str) -> mpsc::Receiver<std::io::Result
 }
 
 #[tokio::test]
+#[ignore = "needs root (loop devices, mounts): as root, `cargo test --test reflink -- --ignored` (tests/run.sh does)"]
 async fn node_operations_lifecycle() {
-    if !privileged("node_operations_lifecycle") {
-        return;
-    }
+    privileged();
     let mut s = Scratch::new();
     let image = s.image("vol.img", 256 * MIB);
     let mnt = s.dir("staging");
@@ -475,10 +473,9 @@ async fn node_operations_lifecycle() {
 }
 
 #[tokio::test]
+#[ignore = "needs root (loop devices, mounts): as root, `cargo test --test reflink -- --ignored` (tests/run.sh does)"]
 async fn read_only_block_volume_needs_read_only_loop_device() {
-    if !privileged("read_only_block_volume_needs_read_only_loop_device") {
-        return;
-    }
+    privileged();
     let mut s = Scratch::new();
     let image = s.image("ro.img", 16 * MIB);
     let dev = loopdev::attach(&image, true)
@@ -512,6 +509,7 @@ async fn read_only_block_volume_needs_read_only_loop_device() {
 /// ext4 (sparse copy); then a restore of it. Prints the times; asserts only what must hold
 /// (the reflink clone shares extents and costs almost no space, the copy keeps holes).
 #[tokio::test]
+#[ignore = "needs root (loop devices, mounts): as root, `cargo test --test reflink -- --ignored` (tests/run.sh does)"]
 async fn snapshot_of_a_10gib_volume_with_1gib_of_data() {
     use snapcsi::backend::local::{LocalBackend, LocalConfig};
     use snapcsi::backend::{Backend, CreateSnapshot, VolumeId, VolumeSource};
@@ -521,9 +519,7 @@ async fn snapshot_of_a_10gib_volume_with_1gib_of_data() {
     use std::sync::Arc;
     use std::time::Instant;
 
-    if !privileged("snapshot_of_a_10gib_volume_with_1gib_of_data") {
-        return;
-    }
+    privileged();
     const GIB: u64 = 1 << 30;
     const CHUNK: usize = 64 << 20;
     for fstype in ["xfs", "ext4"] {

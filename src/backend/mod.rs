@@ -185,7 +185,6 @@ pub trait Backend: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// The cloud API version this backend speaks (negotiated or configured), for operators.
     /// Whether a create can still complete after this process died because a remote service
     /// carries it out; `ops` then journals creates (see `ops::intents`). Backends whose
     /// objects live in this process's own store (`node_local`) say no.
@@ -193,6 +192,8 @@ pub trait Backend: Send + Sync + 'static {
         !self.capabilities().node_local
     }
 
+    /// The cloud API version this backend speaks (negotiated or configured), for operators.
+    /// A negotiated one may be known only after the first call (`health`).
     fn api_version(&self) -> Option<String> {
         None
     }

@@ -129,6 +129,15 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// For the tests marked `#[ignore = "needs root ..."]`: asked for with `--ignored` but not
+/// root is a failure that says so, not a pass.
+pub fn require_root() {
+    assert!(
+        is_root(),
+        "this test needs root (loop devices and mounts): run it as root"
+    );
+}
+
 /// Unmounts everything under a directory and detaches loop devices of images under it, even
 /// when a test panics half way (a leaked mount or loop device outlives the test process).
 pub struct NodeCleanup(pub PathBuf);

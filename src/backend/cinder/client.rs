@@ -133,6 +133,21 @@ impl CinderClient {
         self.auth_calls.load(Ordering::Relaxed)
     }
 
+    /// The API version in use, known once a session exists (after the first call): the
+    /// negotiated microversion for v3, the dialect otherwise.
+    pub fn api_version(&self) -> Option<String> {
+        let slot = self.session.try_lock().ok()?;
+        let session = slot.as_ref()?;
+        Some(match self.config.dialect {
+            Dialect::V3 => match session.microversion {
+                Some(v) => format!("v3 (microversion {v})"),
+                None => "v3 (3.0: the version document was unreadable)".to_owned(),
+            },
+            Dialect::V2 => "v2".to_owned(),
+            Dialect::V1 => "v1 (Rackspace dialect)".to_owned(),
+        })
+    }
+
     /// The current session, authenticating when there is none or its token is about to expire.
     pub async fn session(&self) -> BackendResult<Session> {
         let mut slot = self.session.lock().await;
@@ -310,6 +325,9 @@ impl CinderClient {
         if !(200..300).contains(&status) {
             let mut error = classify("keystone auth", status, &response.body);
             error.message = error.message.replacen("cinder ", "", 1);
+            if status == 401 {
+                error.message = format!("{}; {}", error.message, auth_hint(c));
+            }
             crate::http::log_refusal(
                 "cinder",
                 "keystone auth",
@@ -483,6 +501,69 @@ impl CinderClient {
             }
         }
     }
+}
+
+/// What to check when Keystone answers 401. Keystone gives the same words for a wrong
+/// password, an unknown user or project, a project the user has no role on, and a wrong or
+/// expired application credential (it does not tell a caller which, on purpose), so the hint
+/// lists every cause for the method in use, naming the configured identity (never a secret).
+fn auth_hint(c: &CinderConfig) -> String {
+    let shown = |value: &Option<String>| value.as_deref().map(|v| format!("{v:?}"));
+    let either =
+        |id: &Option<String>, name: &Option<String>, what: &str| match (shown(id), shown(name)) {
+            (Some(id), _) => format!("{what} id {id}"),
+            (None, Some(name)) => format!("{what} {name}"),
+            (None, None) => format!("{what} (none configured)"),
+        };
+    let domain = |id: &Option<String>, name: &Option<String>| match (shown(id), shown(name)) {
+        (Some(id), _) => format!("domain id {id}"),
+        (None, Some(name)) => format!("domain {name}"),
+        (None, None) => "domain \"Default\"".to_owned(),
+    };
+    let user = format!(
+        "{} in {}",
+        either(&c.user_id, &c.username, "user"),
+        domain(&c.user_domain_id, &c.user_domain_name)
+    );
+    let project = if c.project_id.is_some() || c.project_name.is_some() {
+        format!(
+            "{} in {}",
+            either(&c.project_id, &c.project_name, "project"),
+            domain(&c.project_domain_id, &c.project_domain_name)
+        )
+    } else {
+        "the project (none configured: the token is unscoped and has no catalog)".to_owned()
+    };
+    let checks = match c.auth_type {
+        AuthType::Password => vec![
+            format!("{user} exists and is enabled"),
+            "the password is this user's".to_owned(),
+            format!("{project} exists (name and domain, or id) and is enabled"),
+            "the user has a role (e.g. member) on that project".to_owned(),
+        ],
+        AuthType::ApplicationCredential => vec![
+            match (&c.application_credential_id, &c.application_credential_name) {
+                (Some(id), _) => format!("application credential id {id:?} exists"),
+                (None, Some(name)) => {
+                    format!("application credential {name:?} exists and belongs to {user}")
+                }
+                (None, None) => "an application credential id or name is given".to_owned(),
+            },
+            "application_credential_secret is the secret shown once when it was created".to_owned(),
+            "it has not expired and was not deleted".to_owned(),
+            "its user still has the credential's roles on its project".to_owned(),
+        ],
+        AuthType::Token | AuthType::Noauth => vec![
+            "the token has not expired and was not revoked".to_owned(),
+            format!("{project} exists and is enabled"),
+            "the token's user has a role on that project".to_owned(),
+        ],
+    };
+    format!(
+        "Keystone says the same for every cause; with auth_type = \"{}\" check: {}",
+        c.auth_type.as_str(),
+        checks.join("; ")
+    )
 }
 
 struct KeystoneToken {

@@ -52,6 +52,18 @@ pub enum AuthType {
     ApplicationCredential,
 }
 
+impl AuthType {
+    /// The config file's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthType::Noauth => "noauth",
+            AuthType::Token => "token",
+            AuthType::Password => "password",
+            AuthType::ApplicationCredential => "application_credential",
+        }
+    }
+}
+
 /// Which catalog endpoint interface to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -593,6 +593,10 @@ impl Backend for CinderBackend {
         Ok(Some(backend as Arc<dyn Backend>))
     }
 
+    fn api_version(&self) -> Option<String> {
+        self.client.api_version()
+    }
+
     async fn health(&self) -> BackendResult<()> {
         self.client
             .call("health", Method::GET, "/snapshots?limit=1", None, &[])
