@@ -736,7 +736,7 @@ async fn every_rpc_rejects_bad_input_with_the_right_code() {
                     .await,
             ),
             Code::Unimplemented,
-            "not offered",
+            "not supported by the local backend",
         ),
         // GroupController
         (
