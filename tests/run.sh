@@ -17,6 +17,8 @@
 #   sanity-* tests/sanity-<backend>.sh (csi-sanity Controller+Identity per cloud backend)
 #   e2e      tests/k8s/e2e.sh (real kube-apiserver + sidecars, VolumeSnapshot and
 #            VolumeGroupSnapshot scenarios)
+#   bench    tests/bench/run.sh --smoke (every benchmark table at toy size against
+#            csi-driver-host-path; asserts that it completes and prints, nothing about speed)
 #
 # A failing fmt, clippy or test phase does not stop the later ones, so one run
 # reports everything; a failing prereqs phase stops the run, and a failing
@@ -126,6 +128,9 @@ phase clippy cargo clippy --all-targets -- -D warnings || true
 # of skipping when it cannot be had.
 # tests/scheduler.rs starts etcd + kube-apiserver itself: the tool paths (built by prereqs).
 eval "$("$root/tests/k8s/build-tools.sh")"
+# tests/ctl.rs also drives csi-driver-host-path (built from shared/peers, cached by version).
+HOSTPATH_PLUGIN=$("$root/tests/tools/hostpath.sh") || HOSTPATH_PLUGIN=""
+export HOSTPATH_PLUGIN
 phase test env SNAPCSI_REQUIRE_PEERS=1 cargo test || true
 # Bounded fuzzing of the parsers of untrusted input (tokens, ids, config, cloud answers).
 phase fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" "$root/tests/tools/fuzz.sh" || true
@@ -143,6 +148,7 @@ if phase build cargo build; then
     # Kubernetes for real: builds etcd, kube-apiserver, the sidecars (cached by version) and
     # runs the VolumeSnapshot scenario on them.
     phase e2e "$root/tests/k8s/e2e.sh" || true
+    phase bench "$root/tests/bench/run.sh" --smoke || true
 else
     skip sanity "build failed"
 fi
