@@ -6,7 +6,7 @@
 //! JSON to `--out`.
 //!
 //!   bench --snapcsi BIN --hostpath BIN --ghz BIN [--before BIN] [--smoke] [--tables 1,2,3,4,5]
-//!         [--out DIR] [--work DIR] [--disk-dir DIR] [--reps N]
+//!         [--out DIR] [--work DIR] [--disk-dir DIR] [--reps N] [--data-mib N]
 
 mod driver;
 mod ghz;
@@ -62,6 +62,7 @@ struct Args {
     disk_dir: Option<PathBuf>,
     tables: Option<String>,
     reps: Option<usize>,
+    data_mib: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -76,6 +77,7 @@ fn parse_args() -> Result<Args, String> {
         disk_dir: None,
         tables: None,
         reps: None,
+        data_mib: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -90,6 +92,13 @@ fn parse_args() -> Result<Args, String> {
             "--work" => args.work = Some(value()?.into()),
             "--disk-dir" => args.disk_dir = Some(value()?.into()),
             "--tables" => args.tables = Some(value()?),
+            "--data-mib" => {
+                args.data_mib = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--data-mib: {e}"))?,
+                )
+            }
             "--reps" => {
                 args.reps = Some(
                     value()?
@@ -162,7 +171,9 @@ fn config(args: Args, work: PathBuf) -> Result<Config, String> {
         } else {
             vec![2 * GIB, 10 * GIB, 50 * GIB]
         },
-        t1_data: if smoke { 8 * MIB } else { GIB },
+        t1_data: args
+            .data_mib
+            .map_or(if smoke { 8 * MIB } else { GIB }, |m| m * MIB),
         t2_concurrency: if smoke { vec![1, 16] } else { vec![1, 16, 64] },
         t2_duration: "2s".into(),
         t3_counts: if smoke { vec![100, 300] } else { vec![10_000, 100_000] },

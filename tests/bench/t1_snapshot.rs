@@ -144,9 +144,10 @@ async fn snapshot_once(
     let snap = match snap {
         Ok(s) => s,
         Err(status) => {
+            let message = status.message().lines().next().unwrap_or_default();
             sample
                 .failures
-                .push(format!("{:?}: {}", status.code(), status.message()));
+                .push(format!("{:?}: {message}", status.code()));
             return Ok(());
         }
     };
@@ -194,7 +195,14 @@ async fn snapshot_with_writer(
             driver::delete_snapshot(&setup.driver, &s.snapshot_id).await?;
         }
         Err(status) => {
-            let message: String = status.message().chars().take(160).collect();
+            let message: String = status
+                .message()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(120)
+                .collect();
             sample
                 .failures
                 .push(format!("{:?}: {message}", status.code()));

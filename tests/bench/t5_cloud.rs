@@ -273,7 +273,12 @@ async fn measure(
     s.first_ms.push(util::ms(started.elapsed()));
     let seen = proxy.seen().await?;
     s.first_calls.push(seen.len() as f64);
-    s.first_seen.push(seen.join(", "));
+    s.first_seen.push(
+        seen.iter()
+            .map(|r| short_request(r))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     let mut snapshot = first;
     let mut repeats = 0;
     proxy.reset().await?;
@@ -296,4 +301,23 @@ async fn measure(
     s.after_ready_calls.push(proxy.seen().await?.len() as f64);
     driver::delete_snapshot(d, &snapshot.snapshot_id).await?;
     Ok(())
+}
+
+/// "GET /v3/<project>/volumes/<uuid>" -> "GET volumes/{id}".
+fn short_request(request: &str) -> String {
+    let (method, path) = request.split_once(' ').unwrap_or((request, ""));
+    let path = path.split('?').next().unwrap_or_default();
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .skip(2)
+        .map(|p| {
+            if p.len() == 36 && p.chars().filter(|c| *c == '-').count() == 4 {
+                "{id}"
+            } else {
+                p
+            }
+        })
+        .collect();
+    format!("{method} {}", parts.join("/"))
 }

@@ -485,13 +485,16 @@ impl Backend for LocalBackend {
     }
 
     async fn health(&self) -> BackendResult<()> {
+        // One trip to the blocking pool for both checks: each trip is a thread hand-off that
+        // costs Probe more than the checks themselves.
         let store = self.store();
-        blocking(move || store.check()).await?;
         let volumes = self.layout.root.join("volumes");
-        tokio::fs::metadata(&volumes)
-            .await
-            .map_err(|e| io_error(volumes.display(), e))?;
-        Ok(())
+        blocking(move || {
+            store.check()?;
+            std::fs::metadata(&volumes).map_err(|e| io_error(volumes.display(), e))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn available_capacity(&self) -> BackendResult<Option<u64>> {
@@ -857,6 +860,19 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn freeze_parameter_is_true_false_or_absent() {
+        let with = |v: &str| {
+            std::collections::BTreeMap::from([(FREEZE_PARAMETER.to_owned(), v.to_owned())])
+        };
+        assert!(wants_freeze(&Default::default()).expect("absent"));
+        assert!(wants_freeze(&with("true")).expect("true"));
+        assert!(!wants_freeze(&with("false")).expect("false"));
+        let err = wants_freeze(&with("no")).expect_err("bad value");
+        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        assert!(err.message.contains("parameters.freeze"), "{}", err.message);
+    }
 
     #[test]
     fn ids_must_be_canonical() {
