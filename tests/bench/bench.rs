@@ -7,6 +7,7 @@
 //!
 //!   bench --snapcsi BIN --hostpath BIN --ghz BIN [--before BIN] [--smoke] [--tables 1,2,3,4,5]
 //!         [--out DIR] [--work DIR] [--disk-dir DIR] [--reps N] [--data-mib N]
+//!         [--t3-counts N,N]
 
 mod driver;
 mod ghz;
@@ -63,6 +64,7 @@ struct Args {
     tables: Option<String>,
     reps: Option<usize>,
     data_mib: Option<u64>,
+    t3_counts: Option<Vec<usize>>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -78,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
         tables: None,
         reps: None,
         data_mib: None,
+        t3_counts: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -93,19 +96,17 @@ fn parse_args() -> Result<Args, String> {
             "--disk-dir" => args.disk_dir = Some(value()?.into()),
             "--tables" => args.tables = Some(value()?),
             "--data-mib" => {
-                args.data_mib = Some(
+                args.data_mib = Some(value()?.parse().map_err(|e| format!("--data-mib: {e}"))?)
+            }
+            "--t3-counts" => {
+                args.t3_counts = Some(
                     value()?
-                        .parse()
-                        .map_err(|e| format!("--data-mib: {e}"))?,
+                        .split(',')
+                        .map(|n| n.trim().parse().map_err(|e| format!("--t3-counts: {e}")))
+                        .collect::<Result<_, _>>()?,
                 )
             }
-            "--reps" => {
-                args.reps = Some(
-                    value()?
-                        .parse()
-                        .map_err(|e| format!("--reps: {e}"))?,
-                )
-            }
+            "--reps" => args.reps = Some(value()?.parse().map_err(|e| format!("--reps: {e}"))?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -149,7 +150,11 @@ fn config(args: Args, work: PathBuf) -> Result<Config, String> {
         None => (1..=5).collect(),
         Some(list) => list
             .split(',')
-            .map(|t| t.trim().parse::<u32>().map_err(|e| format!("--tables {t:?}: {e}")))
+            .map(|t| {
+                t.trim()
+                    .parse::<u32>()
+                    .map_err(|e| format!("--tables {t:?}: {e}"))
+            })
             .collect::<Result<_, _>>()?,
     };
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -176,7 +181,13 @@ fn config(args: Args, work: PathBuf) -> Result<Config, String> {
             .map_or(if smoke { 8 * MIB } else { GIB }, |m| m * MIB),
         t2_concurrency: if smoke { vec![1, 16] } else { vec![1, 16, 64] },
         t2_duration: "2s".into(),
-        t3_counts: if smoke { vec![100, 300] } else { vec![10_000, 100_000] },
+        t3_counts: args.t3_counts.unwrap_or_else(|| {
+            if smoke {
+                vec![100, 300]
+            } else {
+                vec![10_000, 100_000]
+            }
+        }),
         t3_budget_s: if smoke { 60.0 } else { 240.0 },
     })
 }
@@ -250,7 +261,11 @@ async fn main() -> ExitCode {
     let load_start = util::loadavg();
     println!(
         "snapcsi benchmarks ({}): {} on {} {}, {} cores; load average {load_start}",
-        if cfg.smoke { "smoke, toy sizes" } else { "full" },
+        if cfg.smoke {
+            "smoke, toy sizes"
+        } else {
+            "full"
+        },
         cfg.variants
             .iter()
             .map(|v| format!("{} = {}", v.label, v.bin.display()))
@@ -291,8 +306,12 @@ async fn main() -> ExitCode {
         "bench-{}{stamp}.json",
         if cfg.smoke { "smoke-" } else { "" }
     ));
-    let written = std::fs::create_dir_all(&out_dir)
-        .and_then(|_| std::fs::write(&file, serde_json::to_vec_pretty(&report).unwrap_or_default()));
+    let written = std::fs::create_dir_all(&out_dir).and_then(|_| {
+        std::fs::write(
+            &file,
+            serde_json::to_vec_pretty(&report).unwrap_or_default(),
+        )
+    });
     println!();
     match written {
         Ok(()) => println!("results: {}", file.display()),

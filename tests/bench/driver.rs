@@ -141,7 +141,10 @@ impl Running {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("{} did not answer Probe within 60 s", variant.label));
+                return Err(format!(
+                    "{} did not answer Probe within 60 s",
+                    variant.label
+                ));
             }
             tokio::time::sleep(Duration::from_micros(500)).await;
         }

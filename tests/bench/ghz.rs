@@ -86,9 +86,13 @@ impl Ghz {
                     .arg((*n).max(u64::from(concurrency)).to_string());
             }
             Amount::Duration { length, skip } => {
+                // "wait": the requests in flight when the time is up are answered and
+                // counted, not cut off (which ghz reports as UNAVAILABLE).
                 command
                     .arg("--duration")
                     .arg(length)
+                    .arg("--duration-stop")
+                    .arg("wait")
                     .arg("--skipFirst")
                     .arg(skip.to_string());
             }

@@ -25,7 +25,7 @@ while (($#)); do
     case $1 in
         --smoke) smoke=1; pass+=(--smoke); shift ;;
         --before) before=${2:?--before needs a git revision}; shift 2 ;;
-        --tables | --reps | --work | --disk-dir | --data-mib) pass+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
+        --tables | --reps | --work | --disk-dir | --data-mib | --t3-counts) pass+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
         *) echo "tests/bench/run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done

@@ -46,7 +46,10 @@ impl ScratchFs {
             FsKind::XfsReflink => run("mkfs.xfs", &["-q", "-f", "-m", "reflink=1", &image])?,
             FsKind::Ext4 => run("mkfs.ext4", &["-q", "-F", &image])?,
         };
-        run("mount", &["-o", "loop", &image, &mount.display().to_string()])?;
+        run(
+            "mount",
+            &["-o", "loop", &image, &mount.display().to_string()],
+        )?;
         Ok(ScratchFs {
             kind,
             mount: mount.to_path_buf(),

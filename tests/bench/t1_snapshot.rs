@@ -159,7 +159,13 @@ async fn snapshot_once(
         .push((used1 as f64 - used0 as f64) / MIB as f64);
     let size = u64::try_from(snap.size_bytes).unwrap_or(0);
     let t = Instant::now();
-    let restored = driver::create_volume(d, &format!("{name}-restored"), size, Some(&snap.snapshot_id)).await?;
+    let restored = driver::create_volume(
+        d,
+        &format!("{name}-restored"),
+        size,
+        Some(&snap.snapshot_id),
+    )
+    .await?;
     sample.restore_ms.push(util::ms(t.elapsed()));
     driver::delete_volume(d, &restored.volume_id).await?;
     driver::delete_snapshot(d, &snap.snapshot_id).await?;
@@ -212,7 +218,12 @@ async fn snapshot_with_writer(
 }
 
 pub async fn run(cfg: &Config) -> Result<Value, String> {
-    let variants: Vec<Variant> = cfg.variants.iter().filter(|v| !v.label.ends_with("/memory")).cloned().collect();
+    let variants: Vec<Variant> = cfg
+        .variants
+        .iter()
+        .filter(|v| !v.label.ends_with("/memory"))
+        .cloned()
+        .collect();
     let mut result = serde_json::Map::new();
     for kind in [FsKind::XfsReflink, FsKind::Ext4] {
         let load_start = util::loadavg();
@@ -259,15 +270,29 @@ async fn run_on(
         let mut setups = Vec::new();
         for d in drivers.drain(..) {
             let vol = driver::create_volume(&d, &format!("t1-{size}"), size, None).await?;
-            let published = driver::stage_and_publish(&d, &vol, &mounts.join(d.variant.label.replace('@', "-"))).await?;
-            write_data(&published.target.join("data"), cfg.t1_data, 0x9e37_79b9_7f4a_7c15)?;
-            setups.push(Setup { driver: d, published });
+            let published = driver::stage_and_publish(
+                &d,
+                &vol,
+                &mounts.join(d.variant.label.replace('@', "-")),
+            )
+            .await?;
+            write_data(
+                &published.target.join("data"),
+                cfg.t1_data,
+                0x9e37_79b9_7f4a_7c15,
+            )?;
+            setups.push(Setup {
+                driver: d,
+                published,
+            });
         }
         for rep in 0..cfg.reps {
             for i in rotate(setups.len(), rep) {
                 let s = &setups[i];
                 let name = format!("t1-{size}-{rep}");
-                let sample = table.entry((size, s.driver.variant.label.clone())).or_default();
+                let sample = table
+                    .entry((size, s.driver.variant.label.clone()))
+                    .or_default();
                 snapshot_once(s, &fs.mount, &name, sample).await?;
                 eprintln!(
                     "  t1 {} {} GiB {}: rep {rep} done",
@@ -293,8 +318,13 @@ async fn run_on(
                         };
                     for (row, params) in modes {
                         let sample = writers.entry(row).or_default();
-                        snapshot_with_writer(s, &format!("t1-w-{rep}-{}", params.len()), &params, sample)
-                            .await?;
+                        snapshot_with_writer(
+                            s,
+                            &format!("t1-w-{rep}-{}", params.len()),
+                            &params,
+                            sample,
+                        )
+                        .await?;
                     }
                 }
             }
@@ -327,10 +357,15 @@ fn print_sizes(
     load_start: &str,
     load_end: &str,
 ) {
-    let baseline = variants.iter().find(|v| v.is_hostpath()).map(|v| v.label.clone());
+    let baseline = variants
+        .iter()
+        .find(|v| v.is_hostpath())
+        .map(|v| v.label.clone());
     let mut rows = Vec::new();
     for &size in &cfg.t1_sizes {
-        let base = baseline.as_ref().and_then(|b| table.get(&(size, b.clone())));
+        let base = baseline
+            .as_ref()
+            .and_then(|b| table.get(&(size, b.clone())));
         for v in variants {
             let Some(s) = table.get(&(size, v.label.clone())) else {
                 continue;
@@ -375,14 +410,27 @@ fn print_sizes(
             cfg.reps
         ),
         &[
-            "volume", "driver", "snapshot", "x faster", "restore", "x faster", "disk MiB/snap",
-            "CPU s/snap", "ok",
+            "volume",
+            "driver",
+            "snapshot",
+            "x faster",
+            "restore",
+            "x faster",
+            "disk MiB/snap",
+            "CPU s/snap",
+            "ok",
         ],
         &rows,
     );
 }
 
-fn print_writers(cfg: &Config, kind: FsKind, writers: &WriterTable, load_start: &str, load_end: &str) {
+fn print_writers(
+    cfg: &Config,
+    kind: FsKind,
+    writers: &WriterTable,
+    load_start: &str,
+    load_end: &str,
+) {
     let rows: Vec<Vec<String>> = writers
         .iter()
         .map(|(label, s)| {
@@ -403,7 +451,14 @@ fn print_writers(cfg: &Config, kind: FsKind, writers: &WriterTable, load_start: 
             kind.name(),
             size_label(cfg.t1_sizes[cfg.t1_sizes.len() / 2]),
         ),
-        &["driver", "ok", "snapshot", "writer stall", "stall without snapshot", "first failure"],
+        &[
+            "driver",
+            "ok",
+            "snapshot",
+            "writer stall",
+            "stall without snapshot",
+            "first failure",
+        ],
         &rows,
     );
 }

@@ -15,10 +15,22 @@ struct Rpc {
 }
 
 const RPCS: [Rpc; 4] = [
-    Rpc { name: "Probe", method: "csi.v1.Identity/Probe" },
-    Rpc { name: "GetPluginInfo", method: "csi.v1.Identity/GetPluginInfo" },
-    Rpc { name: "CreateSnapshot (exists)", method: "csi.v1.Controller/CreateSnapshot" },
-    Rpc { name: "ListSnapshots (100)", method: "csi.v1.Controller/ListSnapshots" },
+    Rpc {
+        name: "Probe",
+        method: "csi.v1.Identity/Probe",
+    },
+    Rpc {
+        name: "GetPluginInfo",
+        method: "csi.v1.Identity/GetPluginInfo",
+    },
+    Rpc {
+        name: "CreateSnapshot (exists)",
+        method: "csi.v1.Controller/CreateSnapshot",
+    },
+    Rpc {
+        name: "ListSnapshots (100)",
+        method: "csi.v1.Controller/ListSnapshots",
+    },
 ];
 
 /// Snapshots each driver holds, so that a page of 100 is full.
@@ -29,7 +41,11 @@ pub async fn run(cfg: &Config) -> Result<Value, String> {
     let mut drivers = Vec::new();
     let mut volumes = Vec::new();
     for v in &cfg.variants {
-        let d = Running::start(v, &cfg.work.join("t2").join(v.label.replace(['@', '/'], "-"))).await?;
+        let d = Running::start(
+            v,
+            &cfg.work.join("t2").join(v.label.replace(['@', '/'], "-")),
+        )
+        .await?;
         let vol = driver::create_volume(&d, "t2-vol", 16 << 20, None).await?;
         driver::snapshot_until_ready(&d, "t2-exists", &vol.volume_id, &[])
             .await
@@ -58,7 +74,9 @@ pub async fn run(cfg: &Config) -> Result<Value, String> {
                 for i in rotate(drivers.len(), rep) {
                     let d: &Running = &drivers[i];
                     let data = match r {
-                        2 => json!({"name": "t2-exists", "source_volume_id": volumes[i]}).to_string(),
+                        2 => {
+                            json!({"name": "t2-exists", "source_volume_id": volumes[i]}).to_string()
+                        }
                         3 => json!({"max_entries": 100}).to_string(),
                         _ => "{}".to_owned(),
                     };
@@ -84,7 +102,11 @@ pub async fn run(cfg: &Config) -> Result<Value, String> {
         d.stop();
     }
 
-    let baseline = cfg.variants.iter().find(|v| v.is_hostpath()).map(|v| v.label.clone());
+    let baseline = cfg
+        .variants
+        .iter()
+        .find(|v| v.is_hostpath())
+        .map(|v| v.label.clone());
     let mut rows = Vec::new();
     let mut out = Vec::new();
     for (r, rpc) in RPCS.iter().enumerate() {
@@ -149,7 +171,17 @@ pub async fn run(cfg: &Config) -> Result<Value, String> {
             },
             cfg.reps
         ),
-        &["RPC", "conc", "driver", "p50", "p99", "RPS", "RPS vs host-path", "OK %", "other answers"],
+        &[
+            "RPC",
+            "conc",
+            "driver",
+            "p50",
+            "p99",
+            "RPS",
+            "RPS vs host-path",
+            "OK %",
+            "other answers",
+        ],
         &rows,
     );
     Ok(json!({"load_start": load_start, "load_end": load_end, "rows": out}))

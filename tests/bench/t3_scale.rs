@@ -42,11 +42,13 @@ struct State {
 
 pub async fn run(cfg: &Config) -> Result<Value, String> {
     let load_start = util::loadavg();
-    let variants: Vec<Variant> = cfg.variants.iter().filter(|v| !v.label.ends_with("/memory")).cloned().collect();
-    let shm = PathBuf::from("/dev/shm").join(format!(
-        "snapcsi-bench-{}",
-        std::process::id()
-    ));
+    let variants: Vec<Variant> = cfg
+        .variants
+        .iter()
+        .filter(|v| !v.label.ends_with("/memory"))
+        .cloned()
+        .collect();
+    let shm = PathBuf::from("/dev/shm").join(format!("snapcsi-bench-{}", std::process::id()));
     let fs = ScratchFs::create(FsKind::XfsReflink, &shm, &cfg.work.join("t3"), 16 << 30)?;
     let result = run_on(cfg, &variants, &fs).await;
     drop(fs);
@@ -59,7 +61,11 @@ pub async fn run(cfg: &Config) -> Result<Value, String> {
     for (label, cps) in &table {
         for cp in cps {
             if let Some(why) = &cp.skipped {
-                rows.push(vec![cp.count.to_string(), label.clone(), format!("skipped: {why}")]);
+                rows.push(vec![
+                    cp.count.to_string(),
+                    label.clone(),
+                    format!("skipped: {why}"),
+                ]);
                 out.push(json!({"driver": label, "snapshots": cp.count, "skipped": why}));
                 continue;
             }
@@ -99,8 +105,15 @@ pub async fn run(cfg: &Config) -> Result<Value, String> {
             cfg.reps, cfg.reps
         ),
         &[
-            "snapshots", "driver", "create rate", "full walk", "page p50 / p99",
-            "RSS idle / created / walked", "restart to Probe", "RSS restarted", "walk after restart",
+            "snapshots",
+            "driver",
+            "create rate",
+            "full walk",
+            "page p50 / p99",
+            "RSS idle / created / walked",
+            "restart to Probe",
+            "RSS restarted",
+            "walk after restart",
         ],
         &rows,
     );
@@ -126,8 +139,10 @@ async fn run_on(
             seconds_per_create: 0.0,
         });
     }
-    let mut table: Vec<(String, Vec<Checkpoint>)> =
-        variants.iter().map(|v| (v.label.clone(), Vec::new())).collect();
+    let mut table: Vec<(String, Vec<Checkpoint>)> = variants
+        .iter()
+        .map(|v| (v.label.clone(), Vec::new()))
+        .collect();
     for (round, &target) in cfg.t3_counts.iter().enumerate() {
         for i in rotate(states.len(), round) {
             let cp = checkpoint(cfg, &mut states[i], target, round).await?;

@@ -17,10 +17,14 @@ struct Sample {
 
 /// (as built, stripped) sizes in MiB.
 fn binary_sizes(bin: &std::path::Path, scratch: &std::path::Path) -> (f64, f64) {
-    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(f64::NAN, |m| m.len() as f64 / (1 << 20) as f64);
+    let size = |p: &std::path::Path| {
+        std::fs::metadata(p).map_or(f64::NAN, |m| m.len() as f64 / (1 << 20) as f64)
+    };
     let copy = scratch.join(format!(
         "stripped-{}",
-        bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        bin.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     ));
     let stripped = std::fs::copy(bin, &copy)
         .ok()
@@ -36,7 +40,10 @@ pub async fn run(cfg: &Config) -> Result<Value, String> {
     for rep in 0..cfg.reps {
         for i in rotate(cfg.variants.len(), rep) {
             let v = &cfg.variants[i];
-            let dir = cfg.work.join("t4").join(format!("{}-{rep}", v.label.replace(['@', '/'], "-")));
+            let dir = cfg
+                .work
+                .join("t4")
+                .join(format!("{}-{rep}", v.label.replace(['@', '/'], "-")));
             let d = Running::start(v, &dir).await?;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let s = samples.entry(v.label.clone()).or_default();
@@ -102,8 +109,15 @@ pub async fn run(cfg: &Config) -> Result<Value, String> {
             cfg.reps
         ),
         &[
-            "driver", "start to Probe", "x", "idle RSS MiB", "x", "threads", "binary MiB",
-            "stripped MiB", "x",
+            "driver",
+            "start to Probe",
+            "x",
+            "idle RSS MiB",
+            "x",
+            "threads",
+            "binary MiB",
+            "stripped MiB",
+            "x",
         ],
         &rows,
     );

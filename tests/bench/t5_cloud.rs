@@ -22,7 +22,10 @@ struct Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let _ = Command::new(&self.script).arg("stop").arg(&self.dir).status();
+        let _ = Command::new(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
     }
 }
 
@@ -84,7 +87,11 @@ impl Proxy {
             .map_err(|e| e.to_string())?;
         Ok(body["seen"]
             .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 }
@@ -126,9 +133,20 @@ pub async fn run(cfg: &Config) -> Result<Value, String> {
     if !status.success() {
         return Err(format!("the Cinder peer did not start ({status})"));
     }
-    eprintln!("  t5 Cinder started in {:.1} s", started.elapsed().as_secs_f64());
-    let cinder = peer.env.get("CINDER_URL").cloned().ok_or("peer.env: no CINDER_URL")?;
-    let project = peer.env.get("CINDER_PROJECT").cloned().ok_or("peer.env: no CINDER_PROJECT")?;
+    eprintln!(
+        "  t5 Cinder started in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let cinder = peer
+        .env
+        .get("CINDER_URL")
+        .cloned()
+        .ok_or("peer.env: no CINDER_URL")?;
+    let project = peer
+        .env
+        .get("CINDER_PROJECT")
+        .cloned()
+        .ok_or("peer.env: no CINDER_PROJECT")?;
     let proxy = Proxy::start(&cfg.repo, &cinder)?;
     let config = dir.join("snapcsi.toml");
     std::fs::write(
@@ -208,8 +226,14 @@ pub async fn run(cfg: &Config) -> Result<Value, String> {
             cfg.reps
         ),
         &[
-            "driver", "first answer", "time to ready", "Cinder calls, first", "repeats",
-            "Cinder calls/repeat", "Cinder calls after ready", "first call sent",
+            "driver",
+            "first answer",
+            "time to ready",
+            "Cinder calls, first",
+            "repeats",
+            "Cinder calls/repeat",
+            "Cinder calls after ready",
+            "first call sent",
         ],
         &rows,
     );
@@ -223,7 +247,17 @@ async fn start_with_config(v: &Variant, dir: &Path, config: &Path) -> Result<Run
         kind: Kind::SnapcsiLocal,
         bin: v.bin.clone(),
     };
-    Running::start_with(&wrapper, dir, &["--config", &config.display().to_string(), "--mode", "controller"]).await
+    Running::start_with(
+        &wrapper,
+        dir,
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--mode",
+            "controller",
+        ],
+    )
+    .await
 }
 
 async fn wait_available(cinder: &str, project: &str, volume_id: &str) -> Result<(), String> {
@@ -294,7 +328,8 @@ async fn measure(
     let repeat_calls = proxy.seen().await?.len();
     s.repeats.push(f64::from(repeats));
     if repeats > 0 {
-        s.repeat_calls.push(repeat_calls as f64 / f64::from(repeats));
+        s.repeat_calls
+            .push(repeat_calls as f64 / f64::from(repeats));
     }
     proxy.reset().await?;
     call().await?;

@@ -53,9 +53,7 @@ fn wants_freeze(parameters: &std::collections::BTreeMap<String, String>) -> Back
         Some("false") => Ok(false),
         Some(other) => Err(BackendError::new(
             ErrorKind::InvalidArgument,
-            format!(
-                "parameters.{FREEZE_PARAMETER}: must be \"true\" or \"false\", got {other:?}"
-            ),
+            format!("parameters.{FREEZE_PARAMETER}: must be \"true\" or \"false\", got {other:?}"),
         )),
     }
 }
@@ -282,7 +280,12 @@ impl LocalBackend {
         let work = move || -> Result<(), String> {
             for (done, (src, dst)) in pairs.iter().enumerate() {
                 if let Err(e) = clone::clone_unsynced(src, dst) {
-                    remove_cut(&pairs[..=done].iter().map(|(_, d)| d.clone()).collect::<Vec<_>>());
+                    remove_cut(
+                        &pairs[..=done]
+                            .iter()
+                            .map(|(_, d)| d.clone())
+                            .collect::<Vec<_>>(),
+                    );
                     tracing::warn!(
                         member = done,
                         "group snapshot failed; members already cut were removed"

@@ -109,11 +109,11 @@ impl Store {
             .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(|e| {
-            BackendError::new(
-                ErrorKind::Unavailable,
-                format!("cannot open metadata store {}: {e}", path.display()),
-            )
-        })?;
+                BackendError::new(
+                    ErrorKind::Unavailable,
+                    format!("cannot open metadata store {}: {e}", path.display()),
+                )
+            })?;
         let txn = db.begin_write().map_err(db_error)?;
         {
             txn.open_table(VOLUMES).map_err(db_error)?;
