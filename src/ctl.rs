@@ -547,6 +547,24 @@ pub async fn run(args: CtlArgs, out: &mut impl Write) -> Result<(), CtlError> {
         } => {
             eprintln!("restoring snapshot {snapshot_id} into volume {name:?} ...");
             let started = std::time::Instant::now();
+            // Without --size, ask for the snapshot's size: a request with no capacity is
+            // refused by drivers that read it as 0 bytes (csi-driver-host-path does).
+            let size = match size {
+                Some(s) => Some(s),
+                None => controller
+                    .list_snapshots(csi::ListSnapshotsRequest {
+                        snapshot_id: snapshot_id.clone(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner()
+                    .entries
+                    .into_iter()
+                    .filter_map(|e| e.snapshot)
+                    .find(|s| s.snapshot_id == snapshot_id)
+                    .and_then(|s| u64::try_from(s.size_bytes).ok())
+                    .filter(|s| *s > 0),
+            };
             let volume = controller
                 .create_volume(csi::CreateVolumeRequest {
                     name,
