@@ -557,6 +557,8 @@ pub async fn run(args: CtlArgs, out: &mut impl Write) -> Result<(), CtlError> {
             // Without --size, the snapshot's own size: a driver may read a request with no
             // capacity as "its default size" and refuse a larger snapshot (csi-driver-host-path
             // does). A driver that cannot list snapshots gets no size, as before.
+            // Without --size, ask for the snapshot's size: a request with no capacity is
+            // refused by drivers that read it as 0 bytes (csi-driver-host-path does).
             let size = match size {
                 Some(s) => Some(i64::try_from(s).unwrap_or(i64::MAX)),
                 None => controller

@@ -387,6 +387,11 @@ async fn trial(number: u64, target: Target, peer: Option<&Peer>) -> (Op, bool) {
     }
     // A clean start sweeps anything a crash left; after it, files match records exactly.
     let driver = Driver::start(dir.path(), None).await;
+    common::eventually(|| {
+        files(&data.join("snapshots")).len() == want_snapshots
+            && files(&data.join("volumes")).len() == want_volumes
+    })
+    .await;
     assert_eq!(
         files(&data.join("snapshots")).len(),
         want_snapshots,

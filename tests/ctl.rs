@@ -166,9 +166,10 @@ fn ctl_against_snapcsi() {
     assert!(stderr.contains("cannot reach the driver"), "{stderr}");
 }
 
-// csi-driver-host-path is not served by the Go module proxy reachable here (it answers 403 for
-// every version), so CI cannot build it; to run this by hand, as root:
-//     HOSTPATH_PLUGIN=/path/to/hostpathplugin cargo test --test ctl -- --ignored
+// csi-driver-host-path is refused by the Go module proxy; tests/tools/hostpath.sh builds it from
+// the offline source in shared/peers, and tests/run.sh runs this in its test-root phase. By
+// hand, as root:
+//     HOSTPATH_PLUGIN=$(tests/tools/hostpath.sh) cargo test --test ctl -- --ignored
 #[test]
 #[ignore = "needs HOSTPATH_PLUGIN (a hostpathplugin binary) and root: run with --ignored"]
 fn ctl_against_hostpath() {

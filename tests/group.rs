@@ -625,6 +625,7 @@ async fn kill_nine_during_a_group_snapshot_leaves_one_group_and_no_orphan() {
         driver.kill();
         // A clean start sweeps what the crash left: files match records exactly.
         let driver = start_child(dir.path()).await;
+        common::eventually(|| files(&data.join("snapshots")).len() == 3).await;
         assert_eq!(
             files(&data.join("snapshots")).len(),
             3,

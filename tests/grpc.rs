@@ -482,6 +482,7 @@ async fn local_state_survives_a_restart() {
         .join("data/snapshots/snap-0190f2a0-0000-7000-8000-000000000000.img");
     std::fs::write(&orphan, b"half").expect("orphan");
     let driver = Driver::start_in(dir, &["--mode", "controller"]).await;
+    common::eventually(|| !orphan.exists()).await;
     assert!(!orphan.exists(), "orphan image was not swept");
     let again = driver
         .controller()

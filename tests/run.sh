@@ -11,7 +11,7 @@
 #   clippy   cargo clippy --all-targets -- -D warnings
 #   test     cargo test   (unit, integration and doc tests)
 #   test-root cargo test -- --ignored for the tests that need root (grpc, group,
-#            reflink)
+#            reflink, ctl against csi-driver-host-path)
 #   fuzz     tests/tools/fuzz.sh (every cargo-fuzz target of tests/fuzz, FUZZ_SECONDS each,
 #            default 60; fails on any crash artifact)
 #   build    cargo build  (the debug binary csi-sanity drives)
@@ -20,6 +20,8 @@
 #   e2e      tests/k8s/e2e.sh (real kube-apiserver + sidecars, VolumeSnapshot and
 #            VolumeGroupSnapshot scenarios; changed block tracking through the real
 #            external-snapshot-metadata sidecar, built from ../shared/peers on first use)
+#   bench    tests/bench/run.sh --smoke (every benchmark table at toy size against
+#            csi-driver-host-path; asserts that it completes and prints, nothing about speed)
 #
 # A failing fmt, clippy or test phase does not stop the later ones, so one run
 # reports everything; a failing prereqs phase stops the run, and a failing
@@ -137,10 +139,13 @@ phase clippy cargo clippy --all-targets -- -D warnings || true
 # of skipping when it cannot be had.
 # tests/scheduler.rs starts etcd + kube-apiserver itself: the tool paths (built by prereqs).
 eval "$("$root/tests/k8s/build-tools.sh")"
+# tests/ctl.rs also drives csi-driver-host-path (built from shared/peers, cached by version).
+HOSTPATH_PLUGIN=$("$root/tests/tools/hostpath.sh") || HOSTPATH_PLUGIN=""
+export HOSTPATH_PLUGIN
 phase test env SNAPCSI_REQUIRE_PEERS=1 cargo test || true
 # The tests that need root are #[ignore]d (plain `cargo test` reports them ignored, never
 # passed); this run is root, so run them.
-phase test-root cargo test --test grpc --test group --test reflink -- --ignored || true
+phase test-root cargo test --test grpc --test group --test reflink --test ctl -- --ignored || true
 # Bounded fuzzing of the parsers of untrusted input (tokens, ids, config, cloud answers).
 phase fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" "$root/tests/tools/fuzz.sh" || true
 if phase build cargo build; then
@@ -157,6 +162,7 @@ if phase build cargo build; then
     # Kubernetes for real: builds etcd, kube-apiserver, the sidecars (cached by version) and
     # runs the VolumeSnapshot scenario on them.
     phase e2e "$root/tests/k8s/e2e.sh" || true
+    phase bench "$root/tests/bench/run.sh" --smoke || true
 else
     skip sanity "build failed"
 fi

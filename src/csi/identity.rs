@@ -75,8 +75,9 @@ impl IdentityService {
                 .map_err(|e| format!("backend {} is not ready: {e}", backend.kind()))?;
         }
         if let Some(layout) = &self.node_layout {
-            tokio::fs::metadata(layout.root())
-                .await
+            // One stat of a local directory, answered from the dentry cache: inline, since a
+            // trip to the blocking pool would cost Probe more than the stat.
+            std::fs::metadata(layout.root())
                 .map_err(|e| format!("data directory {}: {e}", layout.root().display()))?;
         }
         Ok(())

@@ -142,17 +142,29 @@ impl Ops {
     /// CreateSnapshot: the existing snapshot of that name if it has the same source,
     /// ALREADY_EXISTS if it has another, otherwise a new snapshot.
     pub async fn create_snapshot(&self, request: CreateSnapshot) -> Result<Snapshot> {
-        let _held = self.hold(format!("snapshot name {}", request.name))?;
         let key = format!("snapshot {:?}", request.name);
-        if let Some(existing) = self.backend.find_snapshot_by_name(&request.name).await? {
+        let answer = |existing: Snapshot| {
             self.intents.settle(&key);
             if existing.source_volume_id == request.source_volume_id {
                 return Ok(existing);
             }
-            return Err(Error::AlreadyExists(format!(
+            Err(Error::AlreadyExists(format!(
                 "name: snapshot {:?} already exists as {} of volume {}, not of volume {}",
                 request.name, existing.id, existing.source_volume_id, request.source_volume_id
-            )));
+            )))
+        };
+        let guard = format!("snapshot name {}", request.name);
+        let Some(_held) = self.inflight.try_hold(guard.clone()) else {
+            // Another call for this name is in flight. A snapshot that already exists is
+            // answered anyway (repeats of a finished create are never refused); only a create
+            // that may still be running is ABORTED.
+            return match self.backend.find_snapshot_by_name(&request.name).await? {
+                Some(existing) => answer(existing),
+                None => Err(Error::InFlight(guard)),
+            };
+        };
+        if let Some(existing) = self.backend.find_snapshot_by_name(&request.name).await? {
+            return answer(existing);
         }
         if self
             .backend
@@ -318,18 +330,28 @@ impl Ops {
         min_size: u64,
         zone: Option<String>,
     ) -> Result<Volume> {
-        let _held = self.hold(format!("volume name {name}"))?;
         let key = format!("volume {name:?}");
-        if let Some(existing) = self.backend.find_volume_by_name(name).await? {
+        let answer = |existing: Volume| {
             self.intents.settle(&key);
             if existing.source == source && size.admits(existing.size_bytes) {
                 return Ok(existing);
             }
-            return Err(Error::AlreadyExists(format!(
+            Err(Error::AlreadyExists(format!(
                 "name: volume {name:?} already exists as {} with size {} and source {:?}, \
                  incompatible with this request",
                 existing.id, existing.size_bytes, existing.source
-            )));
+            )))
+        };
+        let guard = format!("volume name {name}");
+        let Some(_held) = self.inflight.try_hold(guard.clone()) else {
+            // As for snapshots: an existing volume is answered, a create in flight ABORTED.
+            return match self.backend.find_volume_by_name(name).await? {
+                Some(existing) => answer(existing),
+                None => Err(Error::InFlight(guard)),
+            };
+        };
+        if let Some(existing) = self.backend.find_volume_by_name(name).await? {
+            return answer(existing);
         }
         let source_size = match &source {
             None => None,
@@ -553,6 +575,51 @@ mod tests {
             source_volume_id: volume.clone(),
             parameters: Default::default(),
         }
+    }
+
+    /// While another call holds a name's guard, a repeat for a snapshot that already exists
+    /// is answered (OK, or ALREADY_EXISTS for another source); a name that does not exist yet
+    /// is ABORTED, since its create may be the one in flight.
+    #[tokio::test]
+    async fn an_existing_snapshot_is_answered_while_its_guard_is_held() {
+        let ops = Ops::new(Arc::new(MemoryBackend::new(None)), 1 << 20);
+        let volume = ops
+            .create_volume("v", SizeRange::default(), None, Default::default(), 0)
+            .await
+            .expect("volume")
+            .id;
+        let other = ops
+            .create_volume("w", SizeRange::default(), None, Default::default(), 0)
+            .await
+            .expect("volume")
+            .id;
+        let created = ops
+            .create_snapshot(snapshot_request("a", &volume))
+            .await
+            .expect("created");
+        let _a = ops.inflight.try_hold("snapshot name a").expect("free");
+        let _b = ops.inflight.try_hold("snapshot name b").expect("free");
+        let _v = ops.inflight.try_hold("volume name v").expect("free");
+        let again = ops
+            .create_snapshot(snapshot_request("a", &volume))
+            .await
+            .expect("an existing snapshot is answered without the guard");
+        assert_eq!(again.id, created.id);
+        let conflict = ops
+            .create_snapshot(snapshot_request("a", &other))
+            .await
+            .expect_err("another source");
+        assert_eq!(conflict.code(), tonic::Code::AlreadyExists, "{conflict}");
+        let busy = ops
+            .create_snapshot(snapshot_request("b", &volume))
+            .await
+            .expect_err("a create of b may be in flight");
+        assert_eq!(busy.code(), tonic::Code::Aborted, "{busy}");
+        let volume_again = ops
+            .create_volume("v", SizeRange::default(), None, Default::default(), 0)
+            .await
+            .expect("an existing volume is answered without the guard");
+        assert_eq!(volume_again.id, volume);
     }
 
     /// A create journaled by a process that died holds its name for the grace period, then

@@ -172,3 +172,16 @@ impl Drop for NodeCleanup {
         }
     }
 }
+
+/// Waits up to 10 s for `done()` and answers whether it came true. The local backend sweeps
+/// orphan images in the background after it starts: a test that checks the sweep's outcome
+/// waits with this first, then asserts as usual.
+pub async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    done()
+}

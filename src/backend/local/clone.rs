@@ -91,6 +91,15 @@ fn sync_parent(path: &Path) -> io::Result<()> {
 /// so a half-written clone never looks like a finished one; an existing
 /// `dst` is never touched.
 pub fn clone_file(src: &Path, dst: &Path) -> io::Result<CloneMethod> {
+    let method = clone_unsynced(src, dst)?;
+    persist(dst)?;
+    Ok(method)
+}
+
+/// [`clone_file`] without making `dst` durable: the content is complete (every later read
+/// sees it) but may still sit in the page cache. For a caller that holds the source's file
+/// system frozen, which may thaw as soon as this returns and call [`persist`] after.
+pub fn clone_unsynced(src: &Path, dst: &Path) -> io::Result<CloneMethod> {
     let source = File::open(src)?;
     let meta = source.metadata()?;
     if !meta.is_file() {
@@ -111,10 +120,18 @@ pub fn clone_file(src: &Path, dst: &Path) -> io::Result<CloneMethod> {
         }
         Err(e) => return Err(e.into()),
     };
-    target.sync_all()?;
-    sync_parent(dst)?;
     cleanup.disarm();
     Ok(method)
+}
+
+/// Makes a clone made by [`clone_unsynced`] durable: its data and its directory entry. On
+/// error `dst` is removed.
+pub fn persist(dst: &Path) -> io::Result<()> {
+    let cleanup = RemoveOnError::new(dst);
+    OpenOptions::new().write(true).open(dst)?.sync_all()?;
+    sync_parent(dst)?;
+    cleanup.disarm();
+    Ok(())
 }
 
 /// Errors with which FICLONE says "not possible here" rather than "failed".

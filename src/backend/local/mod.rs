@@ -43,6 +43,23 @@ const GROUP_PREFIX: &str = "group-";
 /// Volume sizes are whole MiB: loop devices and file systems want aligned sizes.
 const GRANULARITY: u64 = 1 << 20;
 
+/// The VolumeSnapshotClass parameter choosing whether a snapshot of a staged volume freezes
+/// its file system: `"true"` (default: consistent, writers wait for the clone) or `"false"`
+/// (crash-consistent, writers never wait). See the README, "The local backend".
+pub const FREEZE_PARAMETER: &str = "freeze";
+
+/// The [`FREEZE_PARAMETER`] of a request.
+fn wants_freeze(parameters: &std::collections::BTreeMap<String, String>) -> BackendResult<bool> {
+    match parameters.get(FREEZE_PARAMETER).map(String::as_str) {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(BackendError::new(
+            ErrorKind::InvalidArgument,
+            format!("parameters.{FREEZE_PARAMETER}: must be \"true\" or \"false\", got {other:?}"),
+        )),
+    }
+}
+
 /// File locations under the data directory, shared by the controller and node services.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -118,6 +135,11 @@ pub struct LocalBackend {
     /// Whether the data directory's file system clones by reflink, probed at the first
     /// GetMetadataDelta: it picks how snapshots are compared (see [`extents`]).
     reflink: tokio::sync::OnceCell<bool>,
+    /// Write-held by the start-up sweep of orphan images until it is done; every operation
+    /// that creates an image file waits for it (a read), so the sweep never sees an image
+    /// whose record is about to be committed. Reads never wait: the driver answers at once,
+    /// however many images the sweep has to look at.
+    sweep_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 fn io_error(what: impl std::fmt::Display, error: std::io::Error) -> BackendError {
@@ -137,51 +159,56 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl LocalBackend {
-    /// Opens the data directory, creating it if needed, and removes image files that no
-    /// committed record refers to (left by a crash between clone and commit).
+    /// Opens the data directory, creating it if needed, and starts removing the image files
+    /// that no committed record refers to (left by a crash between clone and commit): on the
+    /// blocking pool when called in a tokio runtime (operations that create images wait for
+    /// it, see `sweep_gate`), inline otherwise.
     pub fn open(config: LocalConfig) -> BackendResult<Self> {
         let layout = Layout::new(&config.data_dir);
         layout
             .ensure_dirs()
             .map_err(|e| io_error(format!("data directory {}", config.data_dir.display()), e))?;
-        let store = Store::open(&config.data_dir.join("meta.redb"))?;
-        let backend = Self {
+        let store = Arc::new(Store::open(&config.data_dir.join("meta.redb"))?);
+        let sweep_gate = Arc::new(tokio::sync::RwLock::new(()));
+        let sweeping = Arc::clone(&sweep_gate)
+            .try_write_owned()
+            .map_err(|e| BackendError::internal(format!("sweep gate: {e}")))?;
+        let (sweep_layout, sweep_store) = (layout.clone(), Arc::clone(&store));
+        let sweep = move || {
+            let started = std::time::Instant::now();
+            match sweep_orphans(&sweep_layout, &sweep_store) {
+                Ok(removed) => tracing::debug!(
+                    removed,
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    "start-up sweep of orphan images done"
+                ),
+                // Orphans only waste space; the next start tries again.
+                Err(e) => tracing::warn!(error = %e, "start-up sweep of orphan images failed"),
+            }
+            drop(sweeping);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(sweep)),
+            Err(_) => sweep(),
+        }
+        Ok(Self {
             layout,
-            store: Arc::new(store),
+            store,
             max_capacity: config.max_capacity,
             freeze_turn: tokio::sync::Mutex::new(()),
             reflink: tokio::sync::OnceCell::new(),
-        };
-        backend.sweep_orphans()?;
-        Ok(backend)
+            sweep_gate,
+        })
+    }
+
+    /// Waits until the start-up sweep is done (see `sweep_gate`).
+    async fn swept(&self) {
+        drop(self.sweep_gate.read().await);
     }
 
     /// The file layout (shared with the node service).
     pub fn layout(&self) -> &Layout {
         &self.layout
-    }
-
-    /// Group members are committed only with their group, so a member image with no record
-    /// (a crash mid-group) is swept here like any other orphan.
-    fn sweep_orphans(&self) -> BackendResult<()> {
-        let volumes = self.store.volume_ids()?;
-        let snapshots = self.store.snapshot_ids()?;
-        for (dir, known) in [("volumes", volumes), ("snapshots", snapshots)] {
-            let dir = self.layout.root.join(dir);
-            let entries = std::fs::read_dir(&dir).map_err(|e| io_error(dir.display(), e))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| io_error(dir.display(), e))?;
-                let file_name = entry.file_name();
-                let name = file_name.to_string_lossy();
-                let id = name.strip_suffix(".img").unwrap_or(&name);
-                if !known.contains(id) {
-                    tracing::warn!(path = %entry.path().display(), "removing orphan image left by an interrupted operation");
-                    std::fs::remove_file(entry.path())
-                        .map_err(|e| io_error(entry.path().display(), e))?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Mount points to freeze while cloning `volume_id`: its staging mount, if staged and
@@ -201,7 +228,9 @@ impl LocalBackend {
         Ok(if mounted { vec![staged] } else { Vec::new() })
     }
 
-    /// Clones `src` to `dst`, freezing `freeze` around the clone.
+    /// Clones `src` to `dst`, with the file systems in `freeze` frozen for the clone alone:
+    /// the clone is made durable after the thaw, so writers wait only for the FICLONE (or, on
+    /// a data directory without reflink, the copy).
     async fn clone_image(
         &self,
         src: PathBuf,
@@ -209,42 +238,60 @@ impl LocalBackend {
         freeze: Vec<PathBuf>,
     ) -> BackendResult<()> {
         let what = format!("clone {} to {}", src.display(), dst.display());
-        let work = move || clone::clone_file(&src, &dst);
         let method = if freeze.is_empty() {
-            tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|e| BackendError::internal(format!("clone task failed: {e}")))?
+            let target = dst.clone();
+            blocking(move || clone::clone_file(&src, &target).map_err(|e| io_error(&what, e)))
+                .await?
         } else {
-            let _turn = self.freeze_turn.lock().await;
-            crate::node::freeze::with_frozen(&freeze, work)
+            let target = dst.clone();
+            let cloned = {
+                let _turn = self.freeze_turn.lock().await;
+                crate::node::freeze::with_frozen(&freeze, move || {
+                    clone::clone_unsynced(&src, &target)
+                })
                 .await
-                .map_err(|e| BackendError::internal(e.to_string()))?
-        }
-        .map_err(|e| io_error(&what, e))?;
-        tracing::debug!(%what, ?method, "image cloned");
+            };
+            let method = match cloned {
+                Ok(Ok(method)) => method,
+                Ok(Err(e)) => return Err(io_error(&what, e)),
+                Err(e) => {
+                    // Frozen, cloned, then the thaw failed: no record will name the clone.
+                    discard_image(&dst).await;
+                    return Err(BackendError::internal(e.to_string()));
+                }
+            };
+            let target = dst.clone();
+            blocking(move || {
+                clone::persist(&target)
+                    .map(|()| method)
+                    .map_err(|e| io_error(&what, e))
+            })
+            .await?
+        };
+        tracing::debug!(?method, dst = %dst.display(), "image cloned");
         Ok(())
     }
 
     /// Clones each `(source, destination)` pair with `freeze` frozen around all the clones
-    /// at once. All or nothing: when one clone fails, the destinations already written (and
-    /// the failed one's partial file) are removed before the error is returned. The
-    /// filesystems are thawed on every path (see [`crate::node::freeze::with_frozen`]).
+    /// at once (and only them: the clones are made durable after the thaw). All or nothing:
+    /// when one clone fails, the destinations already written (and the failed one's partial
+    /// file) are removed before the error is returned. The filesystems are thawed on every
+    /// path (see [`crate::node::freeze::with_frozen`]).
     async fn clone_group(
         &self,
         pairs: Vec<(PathBuf, PathBuf)>,
         freeze: Vec<PathBuf>,
     ) -> BackendResult<()> {
+        let images: Vec<PathBuf> = pairs.iter().map(|(_, dst)| dst.clone()).collect();
         let work = move || -> Result<(), String> {
             for (done, (src, dst)) in pairs.iter().enumerate() {
-                if let Err(e) = clone::clone_file(src, dst) {
-                    for (_, cut) in &pairs[..=done] {
-                        if let Err(e) = std::fs::remove_file(cut)
-                            && e.kind() != std::io::ErrorKind::NotFound
-                        {
-                            // Left for the orphan sweep at the next start.
-                            tracing::warn!(path = %cut.display(), error = %e, "rollback: image not removed");
-                        }
-                    }
+                if let Err(e) = clone::clone_unsynced(src, dst) {
+                    remove_cut(
+                        &pairs[..=done]
+                            .iter()
+                            .map(|(_, d)| d.clone())
+                            .collect::<Vec<_>>(),
+                    );
                     tracing::warn!(
                         member = done,
                         "group snapshot failed; members already cut were removed"
@@ -260,15 +307,36 @@ impl LocalBackend {
             }
             Ok(())
         };
-        let _turn = if freeze.is_empty() {
-            None
-        } else {
-            Some(self.freeze_turn.lock().await)
+        let cloned = {
+            let _turn = if freeze.is_empty() {
+                None
+            } else {
+                Some(self.freeze_turn.lock().await)
+            };
+            crate::node::freeze::with_frozen(&freeze, work).await
         };
-        crate::node::freeze::with_frozen(&freeze, work)
-            .await
-            .map_err(|e| BackendError::internal(e.to_string()))?
-            .map_err(BackendError::internal)
+        match cloned {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(BackendError::internal(e)),
+            Err(e) => {
+                blocking(move || {
+                    remove_cut(&images);
+                    Ok(())
+                })
+                .await?;
+                return Err(BackendError::internal(e.to_string()));
+            }
+        }
+        blocking(move || {
+            for image in &images {
+                if let Err(e) = clone::persist(image) {
+                    remove_cut(&images);
+                    return Err(io_error(format!("group member {}", image.display()), e));
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     fn volume_path(&self, id: &str) -> BackendResult<PathBuf> {
@@ -288,6 +356,40 @@ impl LocalBackend {
     }
 }
 
+/// Removes the image files no committed record names; answers how many. Group members are
+/// committed only with their group, so a member image with no record (a crash mid-group) is
+/// swept like any other orphan. Streams the directories and looks each id up, so memory does
+/// not grow with the number of images.
+fn sweep_orphans(layout: &Layout, store: &Store) -> BackendResult<usize> {
+    let mut removed = 0;
+    for (dir, is_volume) in [("volumes", true), ("snapshots", false)] {
+        let dir = layout.root.join(dir);
+        let entries = std::fs::read_dir(&dir).map_err(|e| io_error(dir.display(), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(dir.display(), e))?;
+            let file_name = entry.file_name();
+            let name = file_name.to_string_lossy();
+            let id = name.strip_suffix(".img").unwrap_or(&name);
+            let known = if is_volume {
+                store.has_volume(id)?
+            } else {
+                store.has_snapshot(id)?
+            };
+            if known {
+                continue;
+            }
+            tracing::warn!(path = %entry.path().display(), "removing orphan image left by an interrupted operation");
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                // A delete of a committed object removed it first.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(entry.path().display(), e)),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Removes an image no committed record refers to (any more). A failure is only logged: the
 /// file is then an orphan, which the next start sweeps.
 async fn discard_image(path: &Path) {
@@ -295,6 +397,18 @@ async fn discard_image(path: &Path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!(path = %path.display(), error = %e, "image not removed"),
+    }
+}
+
+/// Removes the images of a group cut that will not be committed. A failure is only logged:
+/// the file is then an orphan, which the next start sweeps.
+fn remove_cut(images: &[PathBuf]) {
+    for image in images {
+        if let Err(e) = std::fs::remove_file(image)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %image.display(), error = %e, "rollback: image not removed");
+        }
     }
 }
 
@@ -385,13 +499,16 @@ impl Backend for LocalBackend {
     }
 
     async fn health(&self) -> BackendResult<()> {
+        // One trip to the blocking pool for both checks: each trip is a thread hand-off that
+        // costs Probe more than the checks themselves.
         let store = self.store();
-        blocking(move || store.check()).await?;
         let volumes = self.layout.root.join("volumes");
-        tokio::fs::metadata(&volumes)
-            .await
-            .map_err(|e| io_error(volumes.display(), e))?;
-        Ok(())
+        blocking(move || {
+            store.check()?;
+            std::fs::metadata(&volumes).map_err(|e| io_error(volumes.display(), e))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn available_capacity(&self) -> BackendResult<Option<u64>> {
@@ -409,6 +526,7 @@ impl Backend for LocalBackend {
     }
 
     async fn create_volume(&self, request: &CreateVolume) -> BackendResult<Volume> {
+        self.swept().await;
         let id = new_id(VOLUME_PREFIX);
         let path = self.volume_path(&id)?;
         let size = request.size_bytes;
@@ -541,6 +659,8 @@ impl Backend for LocalBackend {
     }
 
     async fn create_snapshot(&self, request: &CreateSnapshot) -> BackendResult<Snapshot> {
+        let freeze = wants_freeze(&request.parameters)?;
+        self.swept().await;
         let source_id = request.source_volume_id.to_string();
         let store = self.store();
         let key = source_id.clone();
@@ -552,7 +672,11 @@ impl Backend for LocalBackend {
         let id = new_id(SNAPSHOT_PREFIX);
         let path = self.snapshot_path(&id)?;
         let src = self.volume_path(&source_id)?;
-        let freeze = self.mounts_to_freeze(&source_id).await?;
+        let freeze = if freeze {
+            self.mounts_to_freeze(&source_id).await?
+        } else {
+            Vec::new()
+        };
         let created_at = SystemTime::now();
         self.clone_image(src, path.clone(), freeze).await?;
         let (created_secs, created_nanos) = from_time(created_at);
@@ -643,6 +767,7 @@ impl Backend for LocalBackend {
         &self,
         request: &CreateGroupSnapshot,
     ) -> BackendResult<GroupSnapshot> {
+        self.swept().await;
         let group_id = new_id(GROUP_PREFIX);
         let mut members = Vec::with_capacity(request.source_volume_ids.len());
         let mut pairs = Vec::with_capacity(request.source_volume_ids.len());
@@ -796,6 +921,19 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn freeze_parameter_is_true_false_or_absent() {
+        let with = |v: &str| {
+            std::collections::BTreeMap::from([(FREEZE_PARAMETER.to_owned(), v.to_owned())])
+        };
+        assert!(wants_freeze(&Default::default()).expect("absent"));
+        assert!(wants_freeze(&with("true")).expect("true"));
+        assert!(!wants_freeze(&with("false")).expect("false"));
+        let err = wants_freeze(&with("no")).expect_err("bad value");
+        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        assert!(err.message.contains("parameters.freeze"), "{}", err.message);
+    }
 
     #[test]
     fn ids_must_be_canonical() {

@@ -21,6 +21,10 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("group_snapshots");
 const GROUP_NAMES: TableDefinition<&str, &str> = TableDefinition::new("group_snapshot_names");
 const USED_BYTES: &str = "provisioned_bytes";
+/// redb's own page cache. Its default (1 GiB) let the driver's memory grow with every record
+/// it ever read (110 MiB after three walks of 100,000 snapshots); the kernel's page cache
+/// keeps the file's pages close anyway, so a small cache costs walks little.
+const CACHE_BYTES: usize = 4 << 20;
 
 /// Where a volume's content came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,12 +105,15 @@ fn encode<T: Serialize>(record: &T) -> BackendResult<Vec<u8>> {
 impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> BackendResult<Self> {
-        let db = Database::create(path).map_err(|e| {
-            BackendError::new(
-                ErrorKind::Unavailable,
-                format!("cannot open metadata store {}: {e}", path.display()),
-            )
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| {
+                BackendError::new(
+                    ErrorKind::Unavailable,
+                    format!("cannot open metadata store {}: {e}", path.display()),
+                )
+            })?;
         let txn = db.begin_write().map_err(db_error)?;
         {
             txn.open_table(VOLUMES).map_err(db_error)?;
@@ -271,28 +278,18 @@ impl Store {
         page_after(&table, after, limit)
     }
 
-    /// All volume ids (for the orphan sweep at start-up).
-    pub fn volume_ids(&self) -> BackendResult<std::collections::HashSet<String>> {
+    /// Whether a volume record with this id exists (the orphan sweep at start-up).
+    pub fn has_volume(&self, id: &str) -> BackendResult<bool> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let table = txn.open_table(VOLUMES).map_err(db_error)?;
-        let mut ids = std::collections::HashSet::new();
-        for entry in table.iter().map_err(db_error)? {
-            let (key, _) = entry.map_err(db_error)?;
-            ids.insert(key.value().to_owned());
-        }
-        Ok(ids)
+        Ok(table.get(id).map_err(db_error)?.is_some())
     }
 
-    /// All snapshot ids (for the orphan sweep at start-up).
-    pub fn snapshot_ids(&self) -> BackendResult<std::collections::HashSet<String>> {
+    /// Whether a snapshot record with this id exists (the orphan sweep at start-up).
+    pub fn has_snapshot(&self, id: &str) -> BackendResult<bool> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-        let mut ids = std::collections::HashSet::new();
-        for entry in table.iter().map_err(db_error)? {
-            let (key, _) = entry.map_err(db_error)?;
-            ids.insert(key.value().to_owned());
-        }
-        Ok(ids)
+        Ok(table.get(id).map_err(db_error)?.is_some())
     }
 
     /// The snapshot with this id.
