@@ -11,12 +11,15 @@
 #   clippy   cargo clippy --all-targets -- -D warnings
 #   test     cargo test   (unit, integration and doc tests)
 #   fuzz     tests/tools/fuzz.sh (every cargo-fuzz target of tests/fuzz, FUZZ_SECONDS each,
-#            default 60; fails on any crash artifact)
+#            15 here; fails on any crash artifact; the long run is README's separate command)
 #   build    cargo build  (the debug binary csi-sanity drives)
 #   sanity   tests/csi-sanity.sh (csi-sanity, mount and block access types)
 #   sanity-* tests/sanity-<backend>.sh (csi-sanity Controller+Identity per cloud backend)
 #   e2e      tests/k8s/e2e.sh (real kube-apiserver + sidecars, VolumeSnapshot and
 #            VolumeGroupSnapshot scenarios)
+#   node-e2e tests/k8s/node-e2e.sh (a real kubelet + containerd node, snapcsi deployed from
+#            deploy/ as pods of the image our Dockerfile builds, scenarios a-h); its tools and
+#            images build in the background from the end of prereqs on (log: node-prebuild)
 #
 # A failing fmt, clippy or test phase does not stop the later ones, so one run
 # reports everything; a failing prereqs phase stops the run, and a failing
@@ -118,6 +121,8 @@ if ! phase prereqs "$root/tests/tools/install-prereqs.sh"; then
     exit 1
 fi
 echo "cargo: $(cargo --version); rustc: $(rustc --version)"
+# Background work joined by a later phase (it waits on the same version-keyed cache lock).
+"$root/tests/k8s/node-prebuild.sh" >"$logs/node-prebuild.log" 2>&1 &
 
 phase fmt cargo fmt --all -- --check || true
 phase lint "$root/tests/tools/lint.sh" || true
@@ -128,7 +133,7 @@ phase clippy cargo clippy --all-targets -- -D warnings || true
 eval "$("$root/tests/k8s/build-tools.sh")"
 phase test env SNAPCSI_REQUIRE_PEERS=1 cargo test || true
 # Bounded fuzzing of the parsers of untrusted input (tokens, ids, config, cloud answers).
-phase fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" "$root/tests/tools/fuzz.sh" || true
+phase fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-15}" "$root/tests/tools/fuzz.sh" || true
 if phase build cargo build; then
     phase sanity env SNAPCSI_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/snapcsi" \
         "$root/tests/csi-sanity.sh" || true
@@ -143,6 +148,7 @@ if phase build cargo build; then
     # Kubernetes for real: builds etcd, kube-apiserver, the sidecars (cached by version) and
     # runs the VolumeSnapshot scenario on them.
     phase e2e "$root/tests/k8s/e2e.sh" || true
+    phase node-e2e "$root/tests/k8s/node-e2e.sh" || true
 else
     skip sanity "build failed"
 fi

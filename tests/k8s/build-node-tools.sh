@@ -28,6 +28,12 @@ CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
 RUNC_VERSION=${RUNC_VERSION:-v1.5.3}
 node_cache=$cache/node
 log() { printf 'build-node-tools: %s\n' "$*" >&2; }
+# timed NAME COMMAND...: runs it, and logs how long it took when it built something.
+timed() {
+    local name=$1 start=$SECONDS; shift
+    "$@"
+    log "$name ready ($((SECONDS - start))s)"
+}
 
 apt_packages() {
     # command or file -> Debian package
@@ -130,12 +136,17 @@ build_sidecars() {
 
 main_node() {
     mkdir -p "$node_cache"
-    apt_packages
-    build_containerd
-    build_runc
+    # One build at a time: a second caller (node-e2e.sh while tests/run.sh's background
+    # prebuild runs) waits here, then finds everything cached.
+    local lock
+    exec {lock}>"$node_cache/.lock"
+    flock "$lock"
+    timed "Debian packages" apt_packages
+    timed "containerd $CONTAINERD_VERSION" build_containerd
+    timed "runc $RUNC_VERSION" build_runc
     local sidecars
     sidecars=$(build_sidecars)
-    build_kubelet
+    timed "kubelet, kube-scheduler $K8S_VERSION" build_kubelet
     echo "export KUBELET=$node_cache/kubernetes-$K8S_VERSION/kubelet"
     echo "export KUBE_SCHEDULER=$node_cache/kubernetes-$K8S_VERSION/kube-scheduler"
     echo "export CONTAINERD_BIN_DIR=$node_cache/containerd-$CONTAINERD_VERSION"

@@ -4,7 +4,8 @@
 #                      data root (~/.cache/snapcsi/docker, so base images and layers are cached
 #                      across runs); its two base images are made here first if missing:
 #                      debian:bookworm-slim (debootstrap --variant=minbase) and
-#                      rust:1.95-bookworm (that + gcc + this machine's Rust 1.95 toolchain)
+#                      rust:1.95-bookworm (that + gcc + this machine's Rust 1.95 toolchain
+#                      and CA bundle)
 #   the sidecars       registry.k8s.io/sig-storage/<name>:<version>, one static binary each on an
 #                      empty base (the binaries of build-tools.sh and build-node-tools.sh)
 #   pause, busybox     snapcsi.dev/e2e/pause:1 (tests/k8s/pause.c, static) and
@@ -78,6 +79,8 @@ dockerd_pid=$!
 stop_docker() {
     kill "$dockerd_pid" 2>/dev/null || true
     wait "$dockerd_pid" 2>/dev/null || true
+    # dockerd leaves its network namespace mounted under the exec root.
+    findmnt -rn -o TARGET | grep "^$run/" | xargs -r -n1 umount 2>/dev/null || true
     rm -rf "$run" "$scratch"
 }
 trap stop_docker EXIT
@@ -89,8 +92,13 @@ done
 "$docker" version >/dev/null
 say "dockerd $("$docker" version -f '{{.Server.Version}}') up on $docker_root ($((SECONDS - start))s)"
 
-label=dev.snapcsi.made-by=tests/k8s/images.sh
-if ! "$docker" image inspect "$debian_image" >/dev/null 2>&1; then
+# The recipe's version: base images made by an older recipe are made again.
+base_recipe=2
+label=dev.snapcsi.base-recipe=$base_recipe
+made_here() { # made_here IMAGE: made by this recipe
+    [[ $("$docker" image inspect -f '{{index .Config.Labels "dev.snapcsi.base-recipe"}}' "$1" 2>/dev/null) == "$base_recipe" ]]
+}
+if ! made_here "$debian_image"; then
     # The mirror this machine's apt uses (deb822 or one-line sources).
     mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
         | sed -n 's/^URIs: *//p; s/^deb \(http[^ ]*\) bookworm .*/\1/p' | grep -v security | head -n 1 || true)
@@ -102,17 +110,20 @@ if ! "$docker" image inspect "$debian_image" >/dev/null 2>&1; then
         --change 'CMD ["bash"]' - "$debian_image" >/dev/null
     rm -rf "$scratch/debian"
 fi
-if ! "$docker" image inspect "$rust_image" >/dev/null 2>&1; then
+if ! made_here "$rust_image"; then
     say "making $rust_image from $debian_image and $(rustc --print sysroot)"
     mkdir -p "$scratch/rust/toolchain"
     sysroot=$(rustc --print sysroot)
     cp -a "$sysroot/bin" "$sysroot/lib" "$scratch/rust/toolchain/"
     rm -rf "$scratch/rust/toolchain/bin/"{rust-gdb,rust-gdbgui,rust-lldb}
+    # This machine's trust: the registries may be reached through a TLS proxy of its own.
+    cp /etc/ssl/certs/ca-certificates.crt "$scratch/rust/"
     cat >"$scratch/rust/Dockerfile" <<EOF
 FROM $debian_image
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY toolchain /usr/local/rust
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 LABEL $label
 ENV CARGO_HOME=/usr/local/cargo PATH=/usr/local/rust/bin:/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 EOF

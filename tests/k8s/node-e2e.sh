@@ -125,6 +125,8 @@ node_ip=10.244.$n.1
 ip link add "$bridge" type bridge
 ip addr add "$node_ip/24" dev "$bridge"
 ip link set "$bridge" up
+# The bridge's address is set above; isGateway stays off so the plugin neither readdresses it
+# nor turns on the host's IP forwarding. Pods get no default route: they reach their subnet.
 mkdir -p "$work/cni/net.d"
 cat >"$work/cni/net.d/10-snapcsi-e2e.conflist" <<EOF
 {
@@ -134,7 +136,7 @@ cat >"$work/cni/net.d/10-snapcsi-e2e.conflist" <<EOF
     {
       "type": "bridge",
       "bridge": "$bridge",
-      "isGateway": true,
+      "isGateway": false,
       "ipMasq": false,
       "hairpinMode": true,
       "ipam": {

@@ -17,8 +17,9 @@
 //! meta.redb                 metadata store
 //! volumes/<volume id>.img   volume images
 //! snapshots/<snap id>.img   snapshot images
-//! staged/<volume id>        written by the node service: the staging mount point (or loop
-//!                           device) of a staged volume, read here to freeze it for snapshots
+//! staged/<volume id>        written by the node service while a volume is staged: its staging
+//!                           path and whether a file system is mounted there ([`StagedMarker`]),
+//!                           read here to freeze it for snapshots
 //! ```
 
 pub mod clone;
@@ -79,6 +80,43 @@ impl Layout {
             std::fs::create_dir_all(self.root.join(dir))?;
         }
         Ok(())
+    }
+}
+
+/// The node service's record of a staged volume (`staged/<volume id>`): the staging path on its
+/// first line, then `mount` when a file system of the volume is mounted there or `block` for a
+/// bare device. Markers from before the second line existed hold the path alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedMarker {
+    /// The staging target path the kubelet gave.
+    pub staging: PathBuf,
+    /// `Some(true)`: a file system is mounted at `staging`; `Some(false)`: a block volume;
+    /// `None`: an old marker that does not say.
+    pub mounted: Option<bool>,
+}
+
+impl StagedMarker {
+    /// Reads a marker's text.
+    pub fn parse(text: &str) -> Self {
+        let mut lines = text.lines();
+        let staging = PathBuf::from(lines.next().unwrap_or_default().trim());
+        let mounted = match lines.next().map(str::trim) {
+            Some("mount") => Some(true),
+            Some("block") => Some(false),
+            _ => None,
+        };
+        Self { staging, mounted }
+    }
+
+    /// The marker's text.
+    pub fn render(&self) -> Vec<u8> {
+        let mut text = self.staging.as_os_str().as_encoded_bytes().to_vec();
+        match self.mounted {
+            Some(true) => text.extend_from_slice(b"\nmount\n"),
+            Some(false) => text.extend_from_slice(b"\nblock\n"),
+            None => {}
+        }
+        text
     }
 }
 
@@ -178,21 +216,47 @@ impl LocalBackend {
         Ok(())
     }
 
-    /// Mount points to freeze while cloning `volume_id`: its staging mount, if staged and
-    /// mounted on this machine.
+    /// Mount points to freeze while cloning `volume_id`: its staging mount, if staged.
+    ///
+    /// A volume whose marker says a file system is mounted, at a path that is no mount point
+    /// in this process's mount namespace (a controller container without the kubelet
+    /// directory), cannot be frozen: FAILED_PRECONDITION, rather than a snapshot that silently
+    /// is only crash-consistent.
     async fn mounts_to_freeze(&self, volume_id: &str) -> BackendResult<Vec<PathBuf>> {
-        let Some(marker) = self.layout.staged_marker(volume_id) else {
+        let Some(path) = self.layout.staged_marker(volume_id) else {
             return Ok(Vec::new());
         };
-        let staged = match tokio::fs::read_to_string(&marker).await {
-            Ok(text) => PathBuf::from(text.trim()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_error(marker.display(), e)),
+        let read = |path: PathBuf| async move {
+            match tokio::fs::read_to_string(&path).await {
+                Ok(text) => Ok(Some(StagedMarker::parse(&text))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io_error(path.display(), e)),
+            }
         };
-        let mounted = crate::node::mount::is_mountpoint(&staged)
+        let Some(marker) = read(path.clone()).await? else {
+            return Ok(Vec::new());
+        };
+        let mounted = crate::node::mount::is_mountpoint(&marker.staging)
             .await
             .map_err(|e| BackendError::internal(e.to_string()))?;
-        Ok(if mounted { vec![staged] } else { Vec::new() })
+        if mounted {
+            return Ok(vec![marker.staging]);
+        }
+        // Unstaged meanwhile (the node unmounts, then removes the marker): nothing to freeze.
+        if marker.mounted == Some(true) && read(path).await?.is_some() {
+            return Err(BackendError::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "volume {volume_id} is mounted at {} on its node, but that path is no mount \
+                     point in this process's mount namespace, so its file system cannot be frozen \
+                     for a consistent snapshot: give the controller the kubelet directory \
+                     (mountPropagation: HostToContainer) and CAP_SYS_ADMIN, as \
+                     deploy/overlays/kind does",
+                    marker.staging.display()
+                ),
+            ));
+        }
+        Ok(Vec::new())
     }
 
     /// Clones `src` to `dst`, freezing `freeze` around the clone.
@@ -489,7 +553,7 @@ impl Backend for LocalBackend {
                 ErrorKind::FailedPrecondition,
                 format!(
                     "volume {id} is still staged at {} on this node: unstage it first",
-                    staged.trim()
+                    StagedMarker::parse(&staged).staging.display()
                 ),
             ));
         }
@@ -738,6 +802,22 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staged_markers_round_trip_and_old_ones_still_parse() {
+        for mounted in [Some(true), Some(false), None] {
+            let marker = StagedMarker {
+                staging: PathBuf::from("/var/lib/kubelet/plugins/kubernetes.io/csi/x/globalmount"),
+                mounted,
+            };
+            let text = String::from_utf8(marker.render()).expect("utf-8");
+            assert_eq!(StagedMarker::parse(&text), marker, "{text:?}");
+        }
+        // Written before the access kind was recorded: the path alone, no newline.
+        let old = StagedMarker::parse("/stage/vol-1");
+        assert_eq!(old.staging, PathBuf::from("/stage/vol-1"));
+        assert_eq!(old.mounted, None);
+    }
 
     #[test]
     fn ids_must_be_canonical() {
