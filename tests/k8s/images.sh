@@ -61,6 +61,13 @@ static_images() {
 }
 [[ $which == docker ]] || static_images
 [[ $which == static ]] && exit 0
+# Iterating on the scenarios only: an archive of snapcsi:dev made earlier by this script.
+if [[ -n ${E2E_SNAPCSI_ARCHIVE:-} ]]; then
+    say "snapcsi:dev taken from $E2E_SNAPCSI_ARCHIVE (E2E_SNAPCSI_ARCHIVE), not built"
+    cp "$E2E_SNAPCSI_ARCHIVE" "$out/snapcsi.tar"
+    cp "$(dirname "$E2E_SNAPCSI_ARCHIVE")/snapcsi.size" "$out/snapcsi.size"
+    exit 0
+fi
 
 # --------------------------------------------------------------- docker ---
 # One daemon per data root: a second run waits for the first one's lock.
@@ -84,6 +91,7 @@ stop_docker() {
     rm -rf "$run" "$scratch"
 }
 trap stop_docker EXIT
+trap 'exit 130' INT TERM
 for ((i = 0; i < 150; i++)); do
     "$docker" version >/dev/null 2>&1 && break
     kill -0 "$dockerd_pid" 2>/dev/null || { tail -n 20 "$out/dockerd.log" >&2; exit 1; }
@@ -133,9 +141,14 @@ fi
 say "base images $debian_image, $rust_image ready ($((SECONDS - start))s)"
 
 build_start=$SECONDS
-"$docker" build --network host --build-arg "RUST_IMAGE=$rust_image" \
-    --build-arg "DEBIAN_IMAGE=$debian_image" -t snapcsi:dev "$root" >"$out/docker-build.log" 2>&1 \
-    || { tail -n 40 "$out/docker-build.log" >&2; exit 1; }
+# The build and tools stages are tagged too: their layers are then no dangling images, so the
+# prune below keeps them and the next build reuses the compiled dependencies and the apt layer.
+for target in build tools ""; do
+    "$docker" build --network host --build-arg "RUST_IMAGE=$rust_image" \
+        --build-arg "DEBIAN_IMAGE=$debian_image" ${target:+--target "$target"} \
+        -t "snapcsi${target:+-stage}:${target:-dev}" "$root" >>"$out/docker-build.log" 2>&1 \
+        || { tail -n 40 "$out/docker-build.log" >&2; exit 1; }
+done
 size=$("$docker" image inspect -f '{{.Size}}' snapcsi:dev)
 say "snapcsi:dev built from the Dockerfile in $((SECONDS - build_start))s: $((size / 1000000)) MB ($size bytes)"
 echo "$size" >"$out/snapcsi.size"
@@ -143,6 +156,6 @@ echo "$size" >"$out/snapcsi.size"
 "$docker" run --rm --network none snapcsi:dev --version >"$out/snapcsi.version"
 say "snapcsi:dev runs: $(cat "$out/snapcsi.version")"
 "$docker" save snapcsi:dev -o "$out/snapcsi.tar"
-# Dangling layers of earlier builds would fill the cache.
+# Layers of earlier builds that no tag holds any more would fill the cache.
 "$docker" image prune -f >/dev/null
 say "all images in $out ($((SECONDS - start))s)"

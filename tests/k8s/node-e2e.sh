@@ -17,6 +17,8 @@
 # Usage: tests/k8s/node-e2e.sh   (root; builds the tools on first use, cached by version)
 #   E2E_KEEP=1        keep the work directory (logs) even on success
 #   SCENARIOS="a b"   run only these scenarios (default: all)
+#   E2E_SNAPCSI_ARCHIVE=DIR/snapcsi.tar   use that archive (from an earlier images.sh) instead
+#                     of building the Dockerfile: for iterating on the scenarios only
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -37,6 +39,7 @@ kubelet_root=$work/kubelet
 data=$work/snapcsi-data
 failed=1
 pids=()
+cgroup_dirs=()
 declare -A pid_of=()
 
 start() { # start NAME COMMAND...: runs in the background, log in $work/NAME.log
@@ -64,6 +67,7 @@ cleanup() {
             "$KUBECTL" logs -n snapcsi "$pod" --all-containers --prefix >"$work/logs-${pod#pod/}.txt" 2>&1
         done
     fi
+    [[ -n ${images_pid:-} ]] && kill "$images_pid" 2>/dev/null
     # Pods first, through the kubelet, so the driver unpublishes and unstages what it can.
     if [[ -n ${pid_of[kubelet]:-} ]] && kill -0 "${pid_of[kubelet]}" 2>/dev/null; then
         "$KUBECTL" delete pods --all -n default --wait=false >/dev/null 2>&1
@@ -87,6 +91,7 @@ cleanup() {
     losetup -l -n -O NAME,BACK-FILE | awk -v p="$work" 'index($2, p) == 1 {print $1}' \
         | xargs -r -n1 losetup -d 2>/dev/null
     [[ -n ${bridge:-} ]] && ip link del "$bridge" 2>/dev/null
+    for dir in "${cgroup_dirs[@]}"; do find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null; done
     rm -rf "$run"
     if [[ ${E2E_KEEP:-0} == 1 || $failed == 1 ]]; then
         say "logs kept in $work"
@@ -95,6 +100,7 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
     local limit=$1 what=$2; shift 2
@@ -226,6 +232,9 @@ state = "$run/containerd"
     sandbox = 'snapcsi.dev/e2e/pause:1'
 [plugins.'io.containerd.cri.v1.runtime']
   netns_mounts_under = '$run/netns'
+  # This machine gives even root no CAP_SYS_RESOURCE: no oom_score_adj below our own (0),
+  # where containerd would give each pod sandbox -998.
+  restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = 'runc'
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -248,12 +257,33 @@ wait_for 30 containerd ctr version
 wait "$images_pid" || { cat "$work/images.log"; say "building the images failed"; exit 1; }
 sed 's/^/node-e2e: /' "$work/images.log"
 for image in "$images"/*.tar; do
-    ctr images import "$image" >>"$work/import.log"
+    ctr images import "$image" >>"$work/import.log" 2>&1
 done
 busybox_image=$(cat "$images/busybox.name")
 image_mb=$(($(cat "$images/snapcsi.size") / 1000000))
 step "images"
 
+# The kubelet's pods live under a cgroup of this run: two kubelets sharing /kubepods would
+# each kill the other's pods as orphans.
+cgroup_root=/snapcsi-e2e-$n
+cgroup_dirs=()
+if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    cgroup_dirs=("/sys/fs/cgroup$cgroup_root")
+    mkdir -p "${cgroup_dirs[0]}"
+    sed 's/\([a-z_]*\)/+\1/g' /sys/fs/cgroup/cgroup.subtree_control >"${cgroup_dirs[0]}/cgroup.subtree_control"
+else
+    for dir in /sys/fs/cgroup/*/; do
+        [[ -e $dir/cgroup.procs && $dir != */unified/ ]] || continue
+        dir=${dir%/}$cgroup_root
+        cgroup_dirs+=("$dir")
+        mkdir -p "$dir"
+        # A new cpuset has no CPU and no memory node until given its parent's.
+        if [[ -e $dir/cpuset.cpus ]]; then
+            cat "$(dirname "$dir")/cpuset.cpus" >"$dir/cpuset.cpus"
+            cat "$(dirname "$dir")/cpuset.mems" >"$dir/cpuset.mems"
+        fi
+    done
+fi
 kubelet_port=$(free_port); healthz_port=$(free_port)
 cat >"$work/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -261,6 +291,7 @@ kind: KubeletConfiguration
 # This machine is on cgroup v1, which kubelet >= 1.35 refuses unless told.
 failCgroupV1: false
 cgroupDriver: cgroupfs
+cgroupRoot: $cgroup_root
 failSwapOn: false
 address: $node_ip
 port: $kubelet_port

@@ -5,15 +5,35 @@
     oci-image.py OUT.tar NAME:TAG [--entrypoint JSON] [--cmd JSON] [--user UID] SRC=DEST...
 
 Each SRC (a file or a directory) lands at DEST in the image root; directories are copied
-whole. Files keep their mode; owners are root; times are zero, so the same inputs give the
-same image digest.
+whole. A dynamically linked executable brings the shared libraries and the loader that `ldd`
+names, at the paths it names (a Go binary built with cgo needs libc). Files keep their mode;
+owners are root; times are zero, so the same inputs give the same image digest.
 """
 import argparse
 import hashlib
 import io
 import json
 import os
+import subprocess
 import tarfile
+
+
+def libraries(path):
+    """(real file, path in the image) of each library `ldd` names for a dynamic executable."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"\x7fELF":
+            return []
+    out = subprocess.run(["ldd", path], capture_output=True, text=True)
+    if out.returncode != 0:  # "not a dynamic executable"
+        return []
+    found = []
+    for line in out.stdout.splitlines():
+        words = line.split()
+        if "=>" in words and len(words) > 2 and words[2].startswith("/"):
+            found.append(words[2])
+        elif words and words[0].startswith("/"):
+            found.append(words[0])
+    return [(os.path.realpath(lib), lib) for lib in found]
 
 
 def add(layer, src, dest):
@@ -59,9 +79,14 @@ def main():
 
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as layer:
+        libs = {}
         for spec in a.files:
             src, _, dest = spec.partition("=")
             add(layer, src, dest or "/" + os.path.basename(src))
+            if os.path.isfile(src) and os.access(src, os.X_OK):
+                libs.update((dest, real) for real, dest in libraries(src))
+        for dest, real in sorted(libs.items()):
+            add(layer, real, dest)
     # Uncompressed: the archive only travels to a local containerd, and gzip would be most of
     # the time spent here.
     layer_bytes = raw.getvalue()
