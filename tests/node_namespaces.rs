@@ -5,6 +5,8 @@
 //! FAILED_PRECONDITION instead of cutting an unfrozen snapshot that merely looks fine (the
 //! kubelet e2e found exactly that: the deployed controller saw no mount and never froze).
 //!
+//! And a controller killed while a file system is frozen for its clone: the next one thaws it.
+//!
 //! Needs root (loop devices, mounts, `unshare --mount`); skipped otherwise.
 
 mod common;
@@ -205,5 +207,98 @@ async fn a_controller_that_cannot_see_the_staging_mount_refuses_to_snapshot() {
         .await
         .expect("unstage");
     }
+    node.stop().await;
+}
+
+/// The state a controller killed mid-clone leaves (the kubelet e2e's scenario h found it): the
+/// volume's file system still frozen, so every writer in the pod hangs and every later freeze
+/// fails with EBUSY. The freeze journal names what was frozen; the next start thaws it.
+#[tokio::test]
+async fn a_file_system_left_frozen_by_a_killed_controller_is_thawed_at_start() {
+    if !common::is_root() {
+        eprintln!("skipped: needs root (loop devices, mounts, fsfreeze)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let data = root.join("data");
+    let socket = root.join("controller.sock");
+    let node = Driver::start_in(dir, &["--mode", "node"]).await;
+    let _cleanup = common::NodeCleanup(root.clone());
+    let mut n = node.node();
+    let controller = Controller::start(&data, &socket, false).await;
+    let mut c = controller.client.clone();
+    let volume = c
+        .create_volume(csi::CreateVolumeRequest {
+            name: "pvc-frozen".into(),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: 32 * MIB,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![cap(false)],
+            ..Default::default()
+        })
+        .await
+        .expect("create volume")
+        .into_inner()
+        .volume
+        .expect("volume");
+    let staging = root.join("stage");
+    std::fs::create_dir_all(&staging).expect("staging dir");
+    n.node_stage_volume(csi::NodeStageVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(cap(false)),
+        ..Default::default()
+    })
+    .await
+    .expect("stage");
+    // Thaws even when an assertion fails, so no test leaves a frozen mount behind.
+    struct Thaw(PathBuf);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = Command::new("fsfreeze")
+                .arg("--unfreeze")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _thaw = Thaw(staging.clone());
+
+    // The controller dies while the file system is frozen for its clone: frozen, journal kept.
+    controller.stop();
+    let frozen = Command::new("fsfreeze")
+        .arg("--freeze")
+        .arg(&staging)
+        .status()
+        .expect("fsfreeze");
+    assert!(frozen.success());
+    std::fs::write(data.join("frozen"), format!("{}\n", staging.display())).expect("journal");
+
+    let controller = Controller::start(&data, &socket, false).await;
+    let mut c = controller.client.clone();
+    let taken = snapshot(&mut c, "snap-after-crash", &volume.volume_id)
+        .await
+        .expect("the restarted controller thaws, then freezes and snapshots again");
+    assert!(taken.ready_to_use);
+    assert!(
+        !data.join("frozen").exists(),
+        "the journal goes once its file systems are thawed"
+    );
+    // And the pod's writes go through again (a frozen file system would block this one).
+    let file = staging.join("after");
+    let write = tokio::task::spawn_blocking(move || std::fs::write(file, b"thawed"));
+    tokio::time::timeout(Duration::from_secs(10), write)
+        .await
+        .expect("a write to the volume must not hang: it is still frozen")
+        .expect("join")
+        .expect("write");
+    controller.stop();
+    n.node_unstage_volume(csi::NodeUnstageVolumeRequest {
+        volume_id: volume.volume_id,
+        staging_target_path: staging.display().to_string(),
+    })
+    .await
+    .expect("unstage");
     node.stop().await;
 }

@@ -41,7 +41,7 @@ pub async fn thaw(mount_point: &Path) -> Result<()> {
 }
 
 /// Synchronous [`thaw`], for threads that must not (or cannot) await.
-fn thaw_blocking(mount_point: &Path) -> Result<()> {
+pub fn thaw_blocking(mount_point: &Path) -> Result<()> {
     let out = std::process::Command::new(FSFREEZE)
         .arg("--unfreeze")
         .arg(mount_point)

@@ -87,9 +87,18 @@ cleanup() {
     local i
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_pid "${pids[$i]}"; done
     # What the driver or the runtime left: mounts, loop devices, the bridge.
-    findmnt -rn -o TARGET | grep -E "^($work|$run)" | sort -r | xargs -r -n1 umount -l 2>/dev/null
-    losetup -l -n -O NAME,BACK-FILE | awk -v p="$work" 'index($2, p) == 1 {print $1}' \
-        | xargs -r -n1 losetup -d 2>/dev/null
+    local mount
+    findmnt -rn -o TARGET | grep -E "^($work|$run)" | sort -r | while read -r mount; do
+        fsfreeze --unfreeze "$mount" 2>/dev/null
+        umount -l "$mount" 2>/dev/null
+    done
+    # Loop devices on our images: by inode, since the kernel names a file attached inside a
+    # container by its path there.
+    local inodes
+    inodes=" $(find "$work" -name '*.img' -printf '%i ' 2>/dev/null)"
+    losetup -l -n -O NAME,BACK-INO | while read -r dev ino; do
+        [[ $inodes == *" $ino "* ]] && losetup -d "$dev" 2>/dev/null
+    done
     [[ -n ${bridge:-} ]] && ip link del "$bridge" 2>/dev/null
     for dir in "${cgroup_dirs[@]}"; do find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null; done
     rm -rf "$run"

@@ -17,6 +17,9 @@
 //! meta.redb                 metadata store
 //! volumes/<volume id>.img   volume images
 //! snapshots/<snap id>.img   snapshot images
+//! frozen                    while file systems are frozen for a clone: their mount points, one
+//!                           a line; a process killed mid-clone leaves it, and the next start
+//!                           thaws them (a frozen file system hangs every writer of the pod)
 //! staged/<volume id>        written by the node service while a volume is staged: its staging
 //!                           path and whether a file system is mounted there ([`StagedMarker`]),
 //!                           read here to freeze it for snapshots
@@ -184,8 +187,82 @@ impl LocalBackend {
             max_capacity: config.max_capacity,
             freeze_turn: tokio::sync::Mutex::new(()),
         };
+        backend.thaw_left_frozen();
         backend.sweep_orphans()?;
         Ok(backend)
+    }
+
+    /// The freeze journal ([`LocalBackend::frozen_clone`] keeps it while it freezes).
+    fn freeze_journal(&self) -> PathBuf {
+        self.layout.root.join("frozen")
+    }
+
+    /// Thaws what a previous process froze and never thawed: it was killed mid-clone. Only
+    /// one process opens the data directory at a time (the store's lock), so every file
+    /// system in the journal was frozen by a process that is gone. Thawing one that is not
+    /// frozen (the kill came before the freeze) is harmless.
+    fn thaw_left_frozen(&self) {
+        let journal = self.freeze_journal();
+        let Ok(text) = std::fs::read_to_string(&journal) else {
+            return;
+        };
+        for mount_point in text.lines().filter(|l| !l.is_empty()) {
+            match crate::node::freeze::thaw_blocking(Path::new(mount_point)) {
+                Ok(()) => tracing::warn!(
+                    mount_point,
+                    "thawed a file system an interrupted snapshot had left frozen"
+                ),
+                Err(e) => tracing::error!(
+                    mount_point,
+                    error = %e,
+                    "cannot thaw a file system an interrupted snapshot may have left frozen"
+                ),
+            }
+        }
+        if let Err(e) = std::fs::remove_file(&journal) {
+            tracing::error!(path = %journal.display(), error = %e, "cannot remove the freeze journal");
+        }
+    }
+
+    /// Runs `work` on the blocking pool with `freeze` frozen around it, one freezer at a time,
+    /// recording the mount points in the freeze journal (synced) before freezing and removing
+    /// it once they are thawed, so that a crash in between is repaired at the next start.
+    async fn frozen_clone<T: Send + 'static>(
+        &self,
+        freeze: Vec<PathBuf>,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> BackendResult<T> {
+        if freeze.is_empty() {
+            return tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| BackendError::internal(format!("clone task failed: {e}")));
+        }
+        let _turn = self.freeze_turn.lock().await;
+        let journal = self.freeze_journal();
+        let mut text = String::new();
+        for mount_point in &freeze {
+            text.push_str(&mount_point.display().to_string());
+            text.push('\n');
+        }
+        let write = {
+            let journal = journal.clone();
+            move || -> std::io::Result<()> {
+                let tmp = journal.with_extension("tmp");
+                let mut file = std::fs::File::create(&tmp)?;
+                std::io::Write::write_all(&mut file, text.as_bytes())?;
+                file.sync_all()?;
+                std::fs::rename(&tmp, &journal)
+            }
+        };
+        blocking(move || write().map_err(|e| io_error("freeze journal", e))).await?;
+        let result = crate::node::freeze::with_frozen(&freeze, work)
+            .await
+            .map_err(|e| BackendError::internal(e.to_string()));
+        // with_frozen thawed on every path it returns from; a failed thaw is in `result`.
+        if let Err(e) = tokio::fs::remove_file(&journal).await {
+            tracing::error!(path = %journal.display(), error = %e, "cannot remove the freeze journal");
+        }
+        result
     }
 
     /// The file layout (shared with the node service).
@@ -268,17 +345,10 @@ impl LocalBackend {
     ) -> BackendResult<()> {
         let what = format!("clone {} to {}", src.display(), dst.display());
         let work = move || clone::clone_file(&src, &dst);
-        let method = if freeze.is_empty() {
-            tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|e| BackendError::internal(format!("clone task failed: {e}")))?
-        } else {
-            let _turn = self.freeze_turn.lock().await;
-            crate::node::freeze::with_frozen(&freeze, work)
-                .await
-                .map_err(|e| BackendError::internal(e.to_string()))?
-        }
-        .map_err(|e| io_error(&what, e))?;
+        let method = self
+            .frozen_clone(freeze, work)
+            .await?
+            .map_err(|e| io_error(&what, e))?;
         tracing::debug!(%what, ?method, "image cloned");
         Ok(())
     }
@@ -318,14 +388,8 @@ impl LocalBackend {
             }
             Ok(())
         };
-        let _turn = if freeze.is_empty() {
-            None
-        } else {
-            Some(self.freeze_turn.lock().await)
-        };
-        crate::node::freeze::with_frozen(&freeze, work)
-            .await
-            .map_err(|e| BackendError::internal(e.to_string()))?
+        self.frozen_clone(freeze, work)
+            .await?
             .map_err(BackendError::internal)
     }
 
