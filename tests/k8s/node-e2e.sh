@@ -70,7 +70,7 @@ cleanup() {
     [[ -n ${images_pid:-} ]] && kill "$images_pid" 2>/dev/null
     # Pods first, through the kubelet, so the driver unpublishes and unstages what it can.
     if [[ -n ${pid_of[kubelet]:-} ]] && kill -0 "${pid_of[kubelet]}" 2>/dev/null; then
-        "$KUBECTL" delete pods --all -n default --wait=false >/dev/null 2>&1
+        "$KUBECTL" delete pods --all -n default --grace-period=1 --wait=false >/dev/null 2>&1
         "$KUBECTL" wait --for=delete pods --all -n default --timeout=60s >/dev/null 2>&1
         stop_pid "${pid_of[kubelet]}"
     fi

@@ -21,6 +21,8 @@
 #   g scheduled         the snapcsi-scheduler Deployment snapshots a mounted PVC on its schedule
 #   h kill-create       the driver container SIGKILLed while it writes a snapshot image -> the
 #                       VolumeSnapshot still ends readyToUse, one snapshot in the driver
+#   i kind-example      deploy/kind/up.sh's own example manifests, as up.sh runs them (only the
+#                       busybox image is ours): write, snapshot, restore, read
 
 k() { "$KUBECTL" "$@"; }
 scenario_fail() { say "scenario $current: FAILED: $*"; exit 1; }
@@ -397,14 +399,29 @@ scenario_h() {
     say "h: driver SIGKILLed with the image of $new at $killed_at bytes; restarted; h-snap ready as $handle, the only snapshot of $vol"
 }
 
+# ------------------------------------------------------------------ i ---
+scenario_i() {
+    local dir=$root/deploy/kind got
+    sed "s#image: busybox:1.36#image: $busybox_image#" "$dir/example.yaml" | k apply -f - >/dev/null
+    pod_ready snapcsi-writer
+    in_pod snapcsi-writer 'echo "hello from snapcsi" > /data/hello.txt && sync'
+    k apply -f "$dir/example-snapshot.yaml" >/dev/null
+    snapshot_ready snapcsi-example
+    sed "s#image: busybox:1.36#image: $busybox_image#" "$dir/example-restore.yaml" | k apply -f - >/dev/null
+    pod_ready snapcsi-reader
+    got=$(in_pod snapcsi-reader 'cat /data/hello.txt')
+    [[ $got == "hello from snapcsi" ]] || scenario_fail "restored example holds '$got'"
+    say "i: deploy/kind/up.sh's example: the restored volume holds the file written before the snapshot"
+}
+
 run_scenarios() {
-    local all=(a b c d e f g h) name start
+    local all=(a b c d e f g h i) name start
     local -A names=([a]=fs-restore [b]=block-restore [c]=online-expand [d]=group-snapshot
-        [e]=cleanup [f]=kubelet-restart [g]=scheduled [h]=kill-create)
+        [e]=cleanup [f]=kubelet-restart [g]=scheduled [h]=kill-create [i]=kind-example)
     local wanted=" ${SCENARIOS:-${all[*]}} "
     # The schedule ticks each minute: set it up first, check it last but one.
     [[ $wanted == *" g "* ]] && scenario_g_setup
-    for current in a b c d e f g h; do
+    for current in "${all[@]}"; do
         [[ $wanted == *" $current "* ]] || continue
         [[ $current == e && $wanted != *" a "* ]] && continue
         start=$SECONDS
