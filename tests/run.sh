@@ -148,6 +148,7 @@ if phase build cargo build; then
     # Kubernetes for real: builds etcd, kube-apiserver, the sidecars (cached by version) and
     # runs the VolumeSnapshot scenario on them.
     phase e2e "$root/tests/k8s/e2e.sh" || true
+    sed 's/^/node-prebuild (background): /' "$logs/node-prebuild.log" || true
     phase node-e2e "$root/tests/k8s/node-e2e.sh" || true
 else
     skip sanity "build failed"
