@@ -141,17 +141,25 @@ loops_for() {
     done
     return 0
 }
-# Fails unless the volume VOLUME_ID and its PV PV are gone from the node: no mount whose
-# source or target names them, no loop device on its image, no staged marker.
-assert_released() { # assert_released VOLUME_ID PV
+# Why the volume VOLUME_ID (PV PV) is not released from the node yet (a mount whose source or
+# target names it, a loop device on its image, its staged marker); nothing and status 0 once
+# it is, status 1 otherwise.
+not_released() { # not_released VOLUME_ID PV
     local image=$data/volumes/$1.img mounts loops
     mounts=$(findmnt -rn -o TARGET | grep -F -e "$2" -e "$1" || true)
-    [[ -z $mounts ]] || scenario_fail "volume $1 still mounted at: $mounts"
+    [[ -z $mounts ]] || { echo "still mounted at: $mounts"; return 1; }
     if [[ -e $image ]]; then
         loops=$(loops_for "$image")
-        [[ -z $loops ]] || scenario_fail "volume $1 still attached to $loops"
+        [[ -z $loops ]] || { echo "still attached to $loops"; return 1; }
     fi
-    [[ ! -e $data/staged/$1 ]] || scenario_fail "volume $1 still has its staged marker"
+    [[ ! -e $data/staged/$1 ]] || { echo "still has its staged marker"; return 1; }
+}
+assert_released() { # assert_released VOLUME_ID PV: waits up to 60 s
+    local deadline=$((SECONDS + 60)) why
+    until why=$(not_released "$1" "$2"); do
+        ((SECONDS < deadline)) || scenario_fail "volume $1 not released after 60s: $why"
+        sleep 0.5
+    done
 }
 # Loop devices the kubelet attaches over a block volume's device file (its "device lock").
 kubelet_loops() { losetup -l -n -O NAME,BACK-FILE | awk -v r="$kubelet_root" 'index($2, r) == 1 || $2 ~ /^\/dev\/loop/ {print $1}'; }
@@ -296,7 +304,6 @@ scenario_e() {
     pod_gone a-writer a-reader b-writer b-reader
     local i
     for i in "${!vols[@]}"; do
-        until_true 60 "volume ${vols[$i]} released" assert_released "${vols[$i]}" "${pvs[$i]}"
         assert_released "${vols[$i]}" "${pvs[$i]}"
     done
     local left
@@ -326,7 +333,7 @@ scenario_f() {
     vol=$(volume_handle f-vol)
     pv=$(k get pvc f-vol -o jsonpath='{.spec.volumeName}')
     pod_gone f-user
-    until_true 60 "volume $vol released after the restart" assert_released "$vol" "$pv"
+    assert_released "$vol" "$pv"
     say "f: kubelet restarted under a running pod: same container, volume still written; cleanup after it works"
 }
 
