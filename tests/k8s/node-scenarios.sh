@@ -400,8 +400,12 @@ scenario_h() {
     local uid socket
     uid=$(k get pod -n snapcsi "$pod" -o jsonpath='{.metadata.uid}')
     socket=$kubelet_root/pods/$uid/volumes/kubernetes.io~empty-dir/socket-dir/csi.sock
-    count=$("$SNAPCSI_BIN" ctl --endpoint "unix://$socket" --output json snapshot list --volume "$vol" \
-        | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+    # A unix socket path is at most 107 bytes; the pod's is longer: reach it through a link.
+    ln -sfn "$socket" "$run/controller.sock"
+    local listed
+    listed=$("$SNAPCSI_BIN" ctl --endpoint "unix://$run/controller.sock" --output json snapshot list \
+        --volume "$vol" 2>&1) || scenario_fail "snapcsi ctl snapshot list: $listed"
+    count=$(python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' <<<"$listed")
     ((count == 1)) || scenario_fail "the driver lists $count snapshots of $vol, expected 1"
     say "h: driver SIGKILLed with the image of $new at $killed_at bytes; restarted; h-snap ready as $handle, the only snapshot of $vol"
 }
