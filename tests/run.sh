@@ -152,7 +152,8 @@ phase test env SNAPCSI_REQUIRE_PEERS=1 cargo test || true
 # passed); this run is root, so run them.
 phase test-root cargo test --test grpc --test group --test reflink --test ctl -- --ignored || true
 # Bounded fuzzing of the parsers of untrusted input (tokens, ids, config, cloud answers).
-phase fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-15}" "$root/tests/tools/fuzz.sh" || true
+phase fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-15}" FUZZ_BUILD="${FUZZ_BUILD:-dev}" \
+    "$root/tests/tools/fuzz.sh" || true
 if phase build cargo build; then
     phase sanity env SNAPCSI_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/snapcsi" \
         "$root/tests/csi-sanity.sh" || true
