@@ -17,6 +17,8 @@ What is added to the real code, and why:
   detach_volume removes the link and the loop device; extend_volume (Cinder's
   volume-extended event for an in-use volume) grows the file and tells the loop device.
 
+- sqlite transactions that queue (_serialize_sqlite_writers below) instead of failing with
+  "database is locked" when the threads contend.
 - An empty network endpoint (NEUTRON_PORT). The servers here have no ports (`networks:
   none`), but Nova's server views still ask Neutron for the servers' ports and security
   groups; this answers those reads with empty lists, and nothing else. Neutron itself is not
@@ -55,6 +57,31 @@ def _shared_fake_init(self, *args, **kwargs):
 
 
 impl_fake.FakeDriver.__init__ = _shared_fake_init
+
+
+def _serialize_sqlite_writers():
+    """Every sqlite transaction starts with BEGIN IMMEDIATE, so it waits its turn.
+
+    Nova's services are threads of this one process sharing sqlite files, and oslo.db opens
+    each transaction with a plain (deferred) BEGIN. A transaction that reads first and writes
+    later then holds a shared lock; if another thread is already waiting to commit, sqlite
+    answers "database is locked" at once instead of waiting (waiting could deadlock), and a
+    server build failed that way under load. Taking the write lock at the start of each
+    transaction makes them queue on sqlite's busy timeout instead (120 s in the connection
+    URLs). This listener runs before oslo.db's and sets the marker oslo.db checks, so oslo.db
+    does not emit its own BEGIN (its commit/rollback listeners clear the marker).
+    """
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "begin", insert=True)
+    def _begin_immediate(connection):
+        if connection.dialect.name == "sqlite" and "in_transaction" not in connection.info:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            connection.info["in_transaction"] = True
+
+
+_serialize_sqlite_writers()
 
 
 class ThreadedServer(ThreadingMixIn, WSGIServer):
