@@ -147,7 +147,7 @@ eval "$("$root/tests/k8s/build-tools.sh")"
 # tests/ctl.rs also drives csi-driver-host-path (built from shared/peers, cached by version).
 HOSTPATH_PLUGIN=$("$root/tests/tools/hostpath.sh") || HOSTPATH_PLUGIN=""
 export HOSTPATH_PLUGIN
-phase test env SNAPCSI_REQUIRE_PEERS=1 cargo test || true
+phase test env SNAPCSI_REQUIRE_PEERS=1 cargo test --no-fail-fast || true
 # The tests that need root are #[ignore]d (plain `cargo test` reports them ignored, never
 # passed); this run is root, so run them.
 phase test-root cargo test --test grpc --test group --test reflink --test ctl -- --ignored || true
