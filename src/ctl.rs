@@ -4,10 +4,10 @@
 //! 0 success; 1 the driver could not be reached; 2 bad usage; otherwise 10 + the gRPC code of
 //! the failed call (15 NOT_FOUND, 16 ALREADY_EXISTS, 13 INVALID_ARGUMENT, 20 ABORTED, ...).
 
-use crate::config::{Endpoint, parse_endpoint, parse_size};
 use crate::proto as csi;
 use crate::proto::controller_client::ControllerClient;
 use crate::proto::identity_client::IdentityClient;
+use crate::values::{Endpoint, parse_endpoint, parse_size};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};

@@ -8,6 +8,7 @@ pub mod authority;
 pub mod backend;
 pub mod calendar;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod csi;
 pub mod ctl;
@@ -22,6 +23,7 @@ pub mod node;
 pub mod ops;
 pub mod secret;
 pub mod server;
+pub mod values;
 
 /// The CSI wire contract, generated from `proto/csi.proto` by `build.rs`.
 #[allow(missing_docs, clippy::all)]

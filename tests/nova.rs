@@ -445,8 +445,8 @@ async fn csi_and_node(peer: &Peer, api: &Api) {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let snapcsi::config::Command::Serve(serve) =
-        snapcsi::config::parse_args(args).expect("flags").command
+    let snapcsi::cli::Command::Serve(serve) =
+        snapcsi::cli::parse_args(args).expect("flags").command
     else {
         panic!("serve");
     };

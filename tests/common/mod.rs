@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use hyper_util::rt::TokioIo;
-use snapcsi::config::{self, Command};
+use snapcsi::cli::{self, Command};
 use snapcsi::proto::controller_client::ControllerClient;
 use snapcsi::proto::identity_client::IdentityClient;
 use snapcsi::proto::node_client::NodeClient;
@@ -44,7 +44,7 @@ impl Driver {
             "test-node".to_owned(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let Command::Serve(serve) = config::parse_args(args).expect("valid flags").command else {
+        let Command::Serve(serve) = cli::parse_args(args).expect("valid flags").command else {
             panic!("serve expected");
         };
         let (stop, stopped) = oneshot::channel::<()>();
