@@ -13,6 +13,7 @@ pub mod config;
 pub mod csi;
 pub mod ctl;
 pub mod error;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
