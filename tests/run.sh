@@ -13,7 +13,7 @@
 #   test-root cargo test -- --ignored for the tests that need root (grpc, group,
 #            reflink, ctl against csi-driver-host-path)
 #   fuzz     tests/tools/fuzz.sh (every cargo-fuzz target of tests/fuzz, FUZZ_SECONDS each,
-#            default 60; fails on any crash artifact)
+#            15 here; fails on any crash artifact; the long run is README's separate command)
 #   build    cargo build  (the debug binary csi-sanity drives)
 #   sanity   tests/csi-sanity.sh (csi-sanity, mount and block access types)
 #   sanity-* tests/sanity-<backend>.sh (csi-sanity Controller+Identity per cloud backend)
@@ -22,6 +22,9 @@
 #            external-snapshot-metadata sidecar, built from ../shared/peers on first use)
 #   bench    tests/bench/run.sh --smoke (every benchmark table at toy size against
 #            csi-driver-host-path; asserts that it completes and prints, nothing about speed)
+#   node-e2e tests/k8s/node-e2e.sh (a real kubelet + containerd node, snapcsi deployed from
+#            deploy/ as pods of the image our Dockerfile builds, scenarios a-h); its tools and
+#            images build in the background from the end of prereqs on (log: node-prebuild)
 #
 # A failing fmt, clippy or test phase does not stop the later ones, so one run
 # reports everything; a failing prereqs phase stops the run, and a failing
@@ -131,6 +134,8 @@ if ! phase prereqs "$root/tests/tools/install-prereqs.sh"; then
     exit 1
 fi
 echo "cargo: $(cargo --version); rustc: $(rustc --version)"
+# Background work joined by a later phase (it waits on the same version-keyed cache lock).
+"$root/tests/k8s/node-prebuild.sh" >"$logs/node-prebuild.log" 2>&1 &
 
 phase fmt cargo fmt --all -- --check || true
 phase lint "$root/tests/tools/lint.sh" || true
@@ -147,7 +152,8 @@ phase test env SNAPCSI_REQUIRE_PEERS=1 cargo test || true
 # passed); this run is root, so run them.
 phase test-root cargo test --test grpc --test group --test reflink --test ctl -- --ignored || true
 # Bounded fuzzing of the parsers of untrusted input (tokens, ids, config, cloud answers).
-phase fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" "$root/tests/tools/fuzz.sh" || true
+phase fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-15}" FUZZ_BUILD="${FUZZ_BUILD:-dev}" \
+    "$root/tests/tools/fuzz.sh" || true
 if phase build cargo build; then
     phase sanity env SNAPCSI_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/snapcsi" \
         "$root/tests/csi-sanity.sh" || true
@@ -162,6 +168,8 @@ if phase build cargo build; then
     # Kubernetes for real: builds etcd, kube-apiserver, the sidecars (cached by version) and
     # runs the VolumeSnapshot scenario on them.
     phase e2e "$root/tests/k8s/e2e.sh" || true
+    sed 's/^/node-prebuild (background): /' "$logs/node-prebuild.log" || true
+    phase node-e2e "$root/tests/k8s/node-e2e.sh" || true
     phase bench "$root/tests/bench/run.sh" --smoke || true
 else
     skip sanity "build failed"

@@ -6,6 +6,13 @@
 #   pod reads the same file.
 #
 # Usage: deploy/kind/up.sh [cluster-name]     (default cluster: snapcsi; created if missing)
+#
+# Needs a registry (kind's node image, the base images of our Dockerfile) and GitHub (the CRDs
+# and snapshot-controller manifests below). Where neither can be reached (this project's CI),
+# tests/k8s/node-e2e.sh runs the same overlay and these example manifests on a real kubelet
+# (its scenario `kind-example`); there kind v0.33.0 stops at `kind create cluster` pulling
+# kindest/node, and `kind build node-image` at pulling kindest/base (and, given a base, at its
+# `ctr content fetch` of etcd, coredns, pause and kindnetd).
 set -euo pipefail
 
 cluster=${1:-snapcsi}

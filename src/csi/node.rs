@@ -13,7 +13,7 @@ use super::call;
 use super::convert;
 use super::validate::{self, Access};
 use crate::backend::SERIAL_KEY;
-use crate::backend::local::Layout;
+use crate::backend::local::{Layout, StagedMarker};
 use crate::error::{Error, Result};
 use crate::node::{disk, format, loopdev, mount, stats};
 use crate::ops::inflight::{Held, InFlight};
@@ -169,6 +169,7 @@ impl NodeService {
             Disk::Image(image) => attached_or_attach(image).await?,
             Disk::Cloud(serial) => self.cloud_device(serial, self.stage_wait()).await?,
         };
+        let mounted = matches!(access, Access::Mount { .. });
         if let Access::Mount { fs_type, flags } = access
             && !mount::is_mountpoint(&staging).await?
         {
@@ -185,7 +186,11 @@ impl NodeService {
         if let Disk::Image(_) = disk
             && let Some(marker) = self.marker(volume_id)
         {
-            write_marker(&marker, &staging).await?;
+            let record = StagedMarker {
+                staging,
+                mounted: Some(mounted),
+            };
+            write_marker(&marker, &record).await?;
         }
         Ok(csi::NodeStageVolumeResponse {})
     }
@@ -493,10 +498,10 @@ async fn create_file(path: &Path) -> Result<()> {
 }
 
 /// Writes the staged marker atomically (temp file + rename), so a crash never leaves a torn one.
-async fn write_marker(marker: &Path, staging: &Path) -> Result<()> {
+async fn write_marker(marker: &Path, record: &StagedMarker) -> Result<()> {
     let tmp = marker.with_extension("tmp");
     let write = async {
-        tokio::fs::write(&tmp, staging.as_os_str().as_encoded_bytes()).await?;
+        tokio::fs::write(&tmp, record.render()).await?;
         tokio::fs::rename(&tmp, marker).await
     };
     write

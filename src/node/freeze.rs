@@ -99,6 +99,13 @@ pub async fn thaw(mount_point: &Path) -> Result<()> {
     .await
 }
 
+/// Synchronous [`thaw`], for threads that must not (or cannot) await (the start-up repair of a
+/// freeze an interrupted process left behind).
+pub fn thaw_blocking(mount_point: &Path) -> Result<()> {
+    let dir = open_mount_point("thaw", mount_point)?;
+    thaw_fd(mount_point, &dir)
+}
+
 /// Filesystems frozen by this process that are still to be thawed.
 ///
 /// Thaw explicitly with [`FrozenGuard::thaw_blocking`] to learn about failures. Dropping a

@@ -118,4 +118,7 @@ main() {
     echo "export SNAPSHOT_CRDS=$crds"
 }
 
-main "$@"
+# Sourced by tests/k8s/build-node-tools.sh for its helpers; run, it builds and prints.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi

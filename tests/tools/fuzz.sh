@@ -17,6 +17,15 @@ cd "$root"
 source "$root/tests/tools/env.sh"
 
 seconds=${FUZZ_SECONDS:-60}
+# FUZZ_BUILD=dev builds the targets without optimisation (cargo fuzz --dev): a few minutes
+# instead of a quarter of an hour on 2 cores from cold, at a lower rate of executions. CI's
+# short runs use it; the long runs keep the optimised build (the default, release).
+build=${FUZZ_BUILD:-release}
+case $build in
+    release) profile=() ;;
+    dev) profile=(--dev) ;;
+    *) echo "fuzz.sh: FUZZ_BUILD must be release or dev" >&2; exit 2 ;;
+esac
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: FUZZ_SECONDS must be a positive integer" >&2; exit 2; }
 [[ -x $CARGO_FUZZ ]] || { echo "fuzz.sh: $CARGO_FUZZ is missing; run tests/tools/install-prereqs.sh" >&2; exit 1; }
 
@@ -35,8 +44,8 @@ scratch=$(mktemp -d "${TMPDIR:-/tmp}/snapcsi-fuzz.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 
 # Debug assertions on: an arithmetic overflow on cloud input is a finding too.
-echo "fuzz: building ${#targets[*]} targets (nightly, ASan, debug assertions) in $CARGO_TARGET_DIR"
-"${fuzz[@]}" build --fuzz-dir tests/fuzz --debug-assertions
+echo "fuzz: building ${#targets[*]} targets (nightly, ASan, debug assertions, $build) in $CARGO_TARGET_DIR"
+"${fuzz[@]}" build --fuzz-dir tests/fuzz --debug-assertions "${profile[@]}"
 
 # How many crash inputs a target has kept (none, also when its directory does not exist yet).
 artifact_count() { find "tests/fuzz/artifacts/$1" -type f 2>/dev/null | wc -l || true; }
@@ -48,7 +57,7 @@ for target in "${targets[@]}"; do
     mkdir -p "$scratch/$target"
     echo "fuzz: $target for ${seconds}s"
     rc=0
-    "${fuzz[@]}" run --fuzz-dir tests/fuzz --debug-assertions "$target" \
+    "${fuzz[@]}" run --fuzz-dir tests/fuzz --debug-assertions "${profile[@]}" "$target" \
         "$scratch/$target" "tests/fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$scratch/$target.log" 2>&1 || rc=$?

@@ -17,8 +17,12 @@
 //! meta.redb                 metadata store
 //! volumes/<volume id>.img   volume images
 //! snapshots/<snap id>.img   snapshot images
-//! staged/<volume id>        written by the node service: the staging mount point (or loop
-//!                           device) of a staged volume, read here to freeze it for snapshots
+//! frozen                    while file systems are frozen for a clone: their mount points, one
+//!                           a line; a process killed mid-clone leaves it, and the next start
+//!                           thaws them (a frozen file system hangs every writer of the pod)
+//! staged/<volume id>        written by the node service while a volume is staged: its staging
+//!                           path and whether a file system is mounted there ([`StagedMarker`]),
+//!                           read here to freeze it for snapshots
 //! ```
 
 pub mod clone;
@@ -98,6 +102,43 @@ impl Layout {
             std::fs::create_dir_all(self.root.join(dir))?;
         }
         Ok(())
+    }
+}
+
+/// The node service's record of a staged volume (`staged/<volume id>`): the staging path on its
+/// first line, then `mount` when a file system of the volume is mounted there or `block` for a
+/// bare device. Markers from before the second line existed hold the path alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedMarker {
+    /// The staging target path the kubelet gave.
+    pub staging: PathBuf,
+    /// `Some(true)`: a file system is mounted at `staging`; `Some(false)`: a block volume;
+    /// `None`: an old marker that does not say.
+    pub mounted: Option<bool>,
+}
+
+impl StagedMarker {
+    /// Reads a marker's text.
+    pub fn parse(text: &str) -> Self {
+        let mut lines = text.lines();
+        let staging = PathBuf::from(lines.next().unwrap_or_default().trim());
+        let mounted = match lines.next().map(str::trim) {
+            Some("mount") => Some(true),
+            Some("block") => Some(false),
+            _ => None,
+        };
+        Self { staging, mounted }
+    }
+
+    /// The marker's text.
+    pub fn render(&self) -> Vec<u8> {
+        let mut text = self.staging.as_os_str().as_encoded_bytes().to_vec();
+        match self.mounted {
+            Some(true) => text.extend_from_slice(b"\nmount\n"),
+            Some(false) => text.extend_from_slice(b"\nblock\n"),
+            None => {}
+        }
+        text
     }
 }
 
@@ -191,14 +232,16 @@ impl LocalBackend {
             Ok(runtime) => drop(runtime.spawn_blocking(sweep)),
             Err(_) => sweep(),
         }
-        Ok(Self {
+        let backend = Self {
             layout,
             store,
             max_capacity: config.max_capacity,
             freeze_turn: tokio::sync::Mutex::new(()),
             reflink: tokio::sync::OnceCell::new(),
             sweep_gate,
-        })
+        };
+        backend.thaw_left_frozen();
+        Ok(backend)
     }
 
     /// Waits until the start-up sweep is done (see `sweep_gate`).
@@ -206,26 +249,126 @@ impl LocalBackend {
         drop(self.sweep_gate.read().await);
     }
 
+    /// The freeze journal ([`LocalBackend::frozen_clone`] keeps it while it freezes).
+    fn freeze_journal(&self) -> PathBuf {
+        self.layout.root.join("frozen")
+    }
+
+    /// Thaws what a previous process froze and never thawed: it was killed mid-clone. Only
+    /// one process opens the data directory at a time (the store's lock), so every file
+    /// system in the journal was frozen by a process that is gone. Thawing one that is not
+    /// frozen (the kill came before the freeze) is harmless.
+    fn thaw_left_frozen(&self) {
+        let journal = self.freeze_journal();
+        let Ok(text) = std::fs::read_to_string(&journal) else {
+            return;
+        };
+        for mount_point in text.lines().filter(|l| !l.is_empty()) {
+            match crate::node::freeze::thaw_blocking(Path::new(mount_point)) {
+                Ok(()) => tracing::warn!(
+                    mount_point,
+                    "thawed a file system an interrupted snapshot had left frozen"
+                ),
+                Err(e) => tracing::error!(
+                    mount_point,
+                    error = %e,
+                    "cannot thaw a file system an interrupted snapshot may have left frozen"
+                ),
+            }
+        }
+        if let Err(e) = std::fs::remove_file(&journal) {
+            tracing::error!(path = %journal.display(), error = %e, "cannot remove the freeze journal");
+        }
+    }
+
+    /// Runs `work` on the blocking pool with `freeze` frozen around it, one freezer at a time,
+    /// recording the mount points in the freeze journal (synced) before freezing and removing
+    /// it once they are thawed, so that a crash in between is repaired at the next start. The
+    /// inner result is the freeze's own: an error there means a freeze or thaw failed (see
+    /// [`crate::node::freeze::with_frozen`]); the outer one, that the journal could not be kept.
+    async fn frozen_clone<T: Send + 'static>(
+        &self,
+        freeze: Vec<PathBuf>,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> BackendResult<crate::node::Result<T>> {
+        if freeze.is_empty() {
+            return tokio::task::spawn_blocking(work)
+                .await
+                .map(Ok)
+                .map_err(|e| BackendError::internal(format!("clone task failed: {e}")));
+        }
+        let _turn = self.freeze_turn.lock().await;
+        let journal = self.freeze_journal();
+        let mut text = String::new();
+        for mount_point in &freeze {
+            text.push_str(&mount_point.display().to_string());
+            text.push('\n');
+        }
+        let write = {
+            let journal = journal.clone();
+            move || -> std::io::Result<()> {
+                let tmp = journal.with_extension("tmp");
+                let mut file = std::fs::File::create(&tmp)?;
+                std::io::Write::write_all(&mut file, text.as_bytes())?;
+                file.sync_all()?;
+                std::fs::rename(&tmp, &journal)
+            }
+        };
+        blocking(move || write().map_err(|e| io_error("freeze journal", e))).await?;
+        let result = crate::node::freeze::with_frozen(&freeze, work).await;
+        // with_frozen thawed on every path it returns from; a failed thaw is in `result`.
+        if let Err(e) = tokio::fs::remove_file(&journal).await {
+            tracing::error!(path = %journal.display(), error = %e, "cannot remove the freeze journal");
+        }
+        Ok(result)
+    }
+
     /// The file layout (shared with the node service).
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
-    /// Mount points to freeze while cloning `volume_id`: its staging mount, if staged and
-    /// mounted on this machine.
+    /// Mount points to freeze while cloning `volume_id`: its staging mount, if staged.
+    ///
+    /// A volume whose marker says a file system is mounted, at a path that is no mount point
+    /// in this process's mount namespace (a controller container without the kubelet
+    /// directory), cannot be frozen: FAILED_PRECONDITION, rather than a snapshot that silently
+    /// is only crash-consistent.
     async fn mounts_to_freeze(&self, volume_id: &str) -> BackendResult<Vec<PathBuf>> {
-        let Some(marker) = self.layout.staged_marker(volume_id) else {
+        let Some(path) = self.layout.staged_marker(volume_id) else {
             return Ok(Vec::new());
         };
-        let staged = match tokio::fs::read_to_string(&marker).await {
-            Ok(text) => PathBuf::from(text.trim()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_error(marker.display(), e)),
+        let read = |path: PathBuf| async move {
+            match tokio::fs::read_to_string(&path).await {
+                Ok(text) => Ok(Some(StagedMarker::parse(&text))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io_error(path.display(), e)),
+            }
         };
-        let mounted = crate::node::mount::is_mountpoint(&staged)
+        let Some(marker) = read(path.clone()).await? else {
+            return Ok(Vec::new());
+        };
+        let mounted = crate::node::mount::is_mountpoint(&marker.staging)
             .await
             .map_err(|e| BackendError::internal(e.to_string()))?;
-        Ok(if mounted { vec![staged] } else { Vec::new() })
+        if mounted {
+            return Ok(vec![marker.staging]);
+        }
+        // Unstaged meanwhile (the node unmounts, then removes the marker): nothing to freeze.
+        if marker.mounted == Some(true) && read(path).await?.is_some() {
+            return Err(BackendError::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "volume {volume_id} is mounted at {} on its node, but that path is no mount \
+                     point in this process's mount namespace, so its file system cannot be frozen \
+                     for a consistent snapshot: give the controller the kubelet directory \
+                     (mountPropagation: HostToContainer) and CAP_SYS_ADMIN, as \
+                     deploy/overlays/kind does",
+                    marker.staging.display()
+                ),
+            ));
+        }
+        Ok(Vec::new())
     }
 
     /// Clones `src` to `dst`, with the file systems in `freeze` frozen for the clone alone:
@@ -244,13 +387,9 @@ impl LocalBackend {
                 .await?
         } else {
             let target = dst.clone();
-            let cloned = {
-                let _turn = self.freeze_turn.lock().await;
-                crate::node::freeze::with_frozen(&freeze, move || {
-                    clone::clone_unsynced(&src, &target)
-                })
-                .await
-            };
+            let cloned = self
+                .frozen_clone(freeze, move || clone::clone_unsynced(&src, &target))
+                .await?;
             let method = match cloned {
                 Ok(Ok(method)) => method,
                 Ok(Err(e)) => return Err(io_error(&what, e)),
@@ -307,14 +446,7 @@ impl LocalBackend {
             }
             Ok(())
         };
-        let cloned = {
-            let _turn = if freeze.is_empty() {
-                None
-            } else {
-                Some(self.freeze_turn.lock().await)
-            };
-            crate::node::freeze::with_frozen(&freeze, work).await
-        };
+        let cloned = self.frozen_clone(freeze, work).await?;
         match cloned {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(BackendError::internal(e)),
@@ -618,7 +750,7 @@ impl Backend for LocalBackend {
                 ErrorKind::FailedPrecondition,
                 format!(
                     "volume {id} is still staged at {} on this node: unstage it first",
-                    staged.trim()
+                    StagedMarker::parse(&staged).staging.display()
                 ),
             ));
         }
@@ -933,6 +1065,22 @@ mod tests {
         let err = wants_freeze(&with("no")).expect_err("bad value");
         assert_eq!(err.kind, ErrorKind::InvalidArgument);
         assert!(err.message.contains("parameters.freeze"), "{}", err.message);
+    }
+
+    #[test]
+    fn staged_markers_round_trip_and_old_ones_still_parse() {
+        for mounted in [Some(true), Some(false), None] {
+            let marker = StagedMarker {
+                staging: PathBuf::from("/var/lib/kubelet/plugins/kubernetes.io/csi/x/globalmount"),
+                mounted,
+            };
+            let text = String::from_utf8(marker.render()).expect("utf-8");
+            assert_eq!(StagedMarker::parse(&text), marker, "{text:?}");
+        }
+        // Written before the access kind was recorded: the path alone, no newline.
+        let old = StagedMarker::parse("/stage/vol-1");
+        assert_eq!(old.staging, PathBuf::from("/stage/vol-1"));
+        assert_eq!(old.mounted, None);
     }
 
     #[test]
