@@ -1,7 +1,15 @@
-//! Shared pieces of the end-to-end tests: an in-process driver on a real unix socket and the
-//! generated CSI clients connected to it.
+//! What the integration tests share (tests/README.md maps each test to what it proves). Here:
+//! an in-process driver on a real unix socket and the generated CSI clients connected to it.
+//! Beside it: `sim` starts the Python cloud simulators of tests/sims, `cinder_peer` the real
+//! Keystone + Cinder (+ Nova) of tests/peers, `cluster` a real kube-apiserver + etcd, `cbt` the
+//! block model the changed-block tests judge answers by.
 
 #![allow(dead_code)]
+
+pub mod cbt;
+pub mod cinder_peer;
+pub mod cluster;
+pub mod sim;
 
 use hyper_util::rt::TokioIo;
 use snapcsi::cli::{self, Command};
