@@ -1,5 +1,6 @@
 //! Entry points of the fuzz targets (`tests/fuzz`) and of their corpus replay test
-//! (`tests/fuzz_corpus.rs`). Not an API.
+//! (`tests/fuzz_corpus.rs`). Not an API: built only with the `fuzzing` feature, which the fuzz
+//! crate enables and `cargo test` enables through this crate's dev-dependency on itself.
 //!
 //! Each function takes raw bytes and runs them through the functions production runs on the
 //! same input (a page token, an id, a config file, a cloud's answer body), then checks what

@@ -8,10 +8,12 @@ pub mod authority;
 pub mod backend;
 pub mod calendar;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod csi;
 pub mod ctl;
 pub mod error;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
@@ -22,6 +24,7 @@ pub mod node;
 pub mod ops;
 pub mod secret;
 pub mod server;
+pub mod values;
 
 /// The CSI wire contract, generated from `proto/csi.proto` by `build.rs`.
 #[allow(missing_docs, clippy::all)]

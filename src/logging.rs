@@ -1,7 +1,7 @@
 //! Log output for every long-running subcommand: a tracing filter, text or JSON lines on
 //! stderr, and colour only where a person reads it.
 
-use crate::config::LogFormat;
+use crate::values::LogFormat;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 

@@ -1,7 +1,8 @@
 //! The `snapcsi` binary: parse flags, start logging, serve. No logic lives here.
 
-use snapcsi::config::{self, Command, LogFormat};
+use snapcsi::cli::{self, Command};
 use snapcsi::logging::init as init_logging;
+use snapcsi::values::LogFormat;
 use std::process::ExitCode;
 
 async fn shutdown_signal() {
@@ -18,7 +19,7 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match config::parse_args(std::env::args_os()) {
+    let cli = match cli::parse_args(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };

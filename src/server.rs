@@ -1,9 +1,9 @@
-//! Builds the backend and services from the configuration and serves them over gRPC.
+//! `snapcsi serve`: its flags (`ServeArgs`), and the backend and services they describe,
+//! served over gRPC.
 
 use crate::backend::Backend;
 use crate::backend::local::{LocalBackend, LocalConfig};
 use crate::backend::memory::MemoryBackend;
-use crate::config::{BackendKind, Endpoint, Mode, ServeArgs};
 use crate::csi::controller::ControllerService;
 use crate::csi::group::GroupService;
 use crate::csi::identity::IdentityService;
@@ -15,13 +15,161 @@ use crate::proto::group_controller_server::GroupControllerServer;
 use crate::proto::identity_server::IdentityServer;
 use crate::proto::node_server::NodeServer;
 use crate::proto::snapshot_metadata_server::SnapshotMetadataServer;
+use crate::values::{Endpoint, LogFormat, parse_endpoint, parse_size};
+use clap::ValueEnum;
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+
+/// Which CSI services this process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Identity + Controller (the controller Deployment).
+    Controller,
+    /// Identity + Node (the node DaemonSet).
+    Node,
+    /// All three (one process on one machine, csi-sanity, kind).
+    All,
+}
+
+/// Storage backends built into this binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Sparse image files under --data-dir (the default; needs no cloud).
+    Local,
+    /// Nothing on disk, no node side: for tests and benchmarks only.
+    Memory,
+}
+
+/// `snapcsi serve` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Where to listen: `unix:///path/to/csi.sock` or `tcp://127.0.0.1:10000`.
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///tmp/snapcsi.sock", value_parser = parse_endpoint)]
+    pub endpoint: Endpoint,
+
+    /// Driver name reported by GetPluginInfo (the CSIDriver object's name).
+    #[arg(long, default_value = "snapcsi.dev", value_parser = parse_driver_name)]
+    pub driver_name: String,
+
+    /// This node's id (default: the host name).
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Which services to serve.
+    #[arg(long, value_enum, default_value_t = Mode::All)]
+    pub mode: Mode,
+
+    /// Built-in backend when no --config is given. The cloud backends (cinder, scp,
+    /// softlayer, deltacloud) need endpoints and credentials, so they come only through
+    /// --config.
+    #[arg(long, value_enum, default_value_t = BackendKind::Local)]
+    pub backend: BackendKind,
+
+    /// Config file (TOML) with named backend instances; see README "Configuration".
+    #[arg(long, env = "SNAPCSI_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Data directory of the local backend.
+    #[arg(long, default_value = "./snapcsi-data")]
+    pub data_dir: PathBuf,
+
+    /// Most bytes the local backend provisions to volumes in total, e.g. `100Gi` (default:
+    /// the data directory's free space).
+    #[arg(long, value_parser = parse_size)]
+    pub max_capacity: Option<u64>,
+
+    /// Size of a volume whose request gives none, e.g. `1Gi`.
+    #[arg(long, default_value = "1Gi", value_parser = parse_size)]
+    pub default_volume_size: u64,
+
+    /// Seconds a cloud create whose outcome is unknown (the driver restarted or the call timed
+    /// out) keeps a repeated call from creating a second object; the journal of such creates
+    /// lives in `<data-dir>/intents`.
+    #[arg(long, default_value_t = 60)]
+    pub create_grace_seconds: u64,
+
+    /// Shape of SnapshotMetadata answers (changed block tracking): 0 = VARIABLE_LENGTH, one
+    /// tuple per extent or changed run; otherwise FIXED_LENGTH tuples of this many bytes (a
+    /// multiple of 4096, e.g. `64Ki`), aligned to it.
+    #[arg(long, default_value = "0", value_parser = parse_block_size)]
+    pub snapshot_metadata_block_size: u64,
+
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. `127.0.0.1:9090`.
+    /// Off when not given.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Permissions of the unix socket (octal).
+    #[arg(long, default_value = "660", value_parser = parse_mode)]
+    pub socket_mode: u32,
+
+    /// Where the node finds cloud disks by serial (udev's by-id links).
+    #[arg(long, default_value = crate::node::disk::BY_ID_DIR)]
+    pub disk_by_id_dir: PathBuf,
+
+    /// Longest NodeStageVolume waits for an attached cloud disk to appear.
+    #[arg(long, default_value_t = 30)]
+    pub disk_wait_seconds: u64,
+
+    /// The cloud's metadata service, asked for this node's server id and zone when
+    /// `--node-id` is not a server id (cloud backends that attach disks).
+    #[arg(long, default_value = crate::node::instance::METADATA_URL)]
+    pub metadata_url: String,
+
+    /// A mounted config drive to read the same from when the metadata service does not
+    /// answer (default: the disk labelled `config-2`, mounted read-only for the read).
+    #[arg(long)]
+    pub config_drive: Option<PathBuf>,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `snapcsi=debug` (RUST_LOG wins when set).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+/// CSI allows at most 63 characters, alphanumeric at both ends, with dashes, dots and
+/// alphanumerics between; csi-sanity is stricter (a letter at both ends), and so are we.
+pub fn parse_driver_name(value: &str) -> Result<String, String> {
+    let ok_len = value.len() >= 2 && value.len() <= 63;
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphabetic());
+    let inner = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if ok_len && inner && ends(value.chars().next()) && ends(value.chars().last()) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?}: a driver name has 2 to 63 characters, begins and ends with a letter, and \
+             holds only letters, digits, '-' and '.'"
+        ))
+    }
+}
+
+/// A SnapshotMetadata block size: 0 (variable length) or a multiple of 4096 up to 1 GiB.
+fn parse_block_size(value: &str) -> Result<u64, String> {
+    let size = parse_size(value)?;
+    if size != 0 && (!size.is_multiple_of(4096) || size > 1 << 30) {
+        return Err(format!(
+            "{value:?}: a block size is 0 (variable length) or a multiple of 4096 up to 1Gi"
+        ));
+    }
+    Ok(size)
+}
+
+fn parse_mode(value: &str) -> Result<u32, String> {
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{value:?}: expected an octal mode such as 660"))
+}
 
 /// A failure to start serving.
 #[derive(Debug, thiserror::Error)]
@@ -348,4 +496,16 @@ fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListener, String>
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot set socket mode {mode:o}: {e}"))?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_names() {
+        assert!(parse_driver_name("snapcsi.dev").is_ok());
+        assert!(parse_driver_name("1snap").is_err());
+        assert!(parse_driver_name("snap.").is_err());
+    }
 }

@@ -3,11 +3,11 @@
 //! naming the field; never INTERNAL, never a panic (a panic would drop the connection and
 //! fail every later row).
 
-mod common;
+mod support;
 
-use common::Driver;
 use snapcsi::proto as csi;
 use snapcsi::proto::volume_capability::{AccessMode, AccessType, MountVolume};
+use support::Driver;
 use tonic::Code;
 
 fn cap(mode: i32, fs: &str) -> csi::VolumeCapability {

@@ -1,7 +1,8 @@
 //! `snapcsi check-config`: the real binary on config files with good and bad backends. The
 //! SCP simulator (tests/sims/scp.py) stands in for a cloud that authenticates.
 
-mod sim;
+mod support;
+use support::sim;
 
 use std::process::Command;
 

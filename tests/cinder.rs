@@ -3,11 +3,9 @@
 //! (tests/sims/cinder.py). Without Python or the package index the tests skip with a reason,
 //! unless SNAPCSI_REQUIRE_PEERS=1 (CI), where they fail.
 
-mod cinder_support;
-mod common;
-mod sim;
+mod support;
+use support::{cinder_peer, sim};
 
-use cinder_support::{Peer, require_peers, root};
 use snapcsi::backend::cinder::CinderBackend;
 use snapcsi::backend::cinder::config::CinderConfig;
 use snapcsi::backend::{Backend, CreateSnapshot, CreateVolume, ErrorKind, PageRequest, VolumeId};
@@ -16,6 +14,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::cinder_peer::{Peer, require_peers, root};
 
 /// One peer at a time: each is a real multi-service Cinder, and the machine is small.
 static PEERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -286,7 +285,7 @@ async fn duplicate_names(b: &Arc<CinderBackend>) {
 async fn kill_nine_restart(peer: &Peer, b: &CinderBackend) {
     use snapcsi::proto::controller_client::ControllerClient;
     let volume = ready_volume(b, "restart-src").await;
-    let proxy = cinder_support::HoldingProxy::start(peer.get("CINDER_URL")).await;
+    let proxy = cinder_peer::HoldingProxy::start(peer.get("CINDER_URL")).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("snapcsi.toml");
     let toml_text = format!(
@@ -303,8 +302,8 @@ async fn kill_nine_restart(peer: &Peer, b: &CinderBackend) {
         ..Default::default()
     };
 
-    let mut first = cinder_support::DriverProcess::start(dir.path(), &config_path, "a").await;
-    let channel = common::connect(&first.socket).await;
+    let mut first = cinder_peer::DriverProcess::start(dir.path(), &config_path, "a").await;
+    let channel = support::connect(&first.socket).await;
     let mut client = ControllerClient::new(channel);
     let pending = {
         let request = request.clone();
@@ -320,8 +319,8 @@ async fn kill_nine_restart(peer: &Peer, b: &CinderBackend) {
     );
 
     proxy.release();
-    let second = cinder_support::DriverProcess::start(dir.path(), &config_path, "b").await;
-    let mut client = ControllerClient::new(common::connect(&second.socket).await);
+    let second = cinder_peer::DriverProcess::start(dir.path(), &config_path, "b").await;
+    let mut client = ControllerClient::new(support::connect(&second.socket).await);
     let mut answer = None;
     for _ in 0..100 {
         let a = client
@@ -931,7 +930,7 @@ async fn group_snapshots_are_not_offered_and_say_why() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("snapcsi.toml");
     std::fs::write(&config_path, format!("[backends.c]\n{toml_text}")).expect("config");
-    let driver = common::Driver::start(&[
+    let driver = support::Driver::start(&[
         "--config",
         config_path.to_str().expect("utf-8 path"),
         "--mode",

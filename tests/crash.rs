@@ -13,11 +13,10 @@
 //! trials take seconds each; `CRASH_CINDER_TRIALS` sets Cinder's alone). The full run is
 //! `CRASH_TRIALS=200 cargo test --release --test crash -- --nocapture`.
 
-mod cinder_support;
-mod common;
-mod sim;
+mod support;
+use support::sim;
 
-use cinder_support::Peer;
+use support::cinder_peer::Peer;
 
 use snapcsi::proto as csi;
 use snapcsi::proto::controller_client::ControllerClient;
@@ -64,7 +63,7 @@ impl Driver {
         // accepts connections.
         for _ in 0..500 {
             if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-                let channel = common::connect(&socket).await;
+                let channel = support::connect(&socket).await;
                 return Driver { child, channel };
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -387,7 +386,7 @@ async fn trial(number: u64, target: Target, peer: Option<&Peer>) -> (Op, bool) {
     }
     // A clean start sweeps anything a crash left; after it, files match records exactly.
     let driver = Driver::start(dir.path(), None).await;
-    common::eventually(|| {
+    support::eventually(|| {
         files(&data.join("snapshots")).len() == want_snapshots
             && files(&data.join("volumes")).len() == want_volumes
     })

@@ -2,7 +2,8 @@
 //! csi-driver-host-path too when `HOSTPATH_PLUGIN` points at its binary), checking output and
 //! exit codes.
 
-mod sim;
+mod support;
+use support::sim;
 
 use serde_json::Value;
 use std::path::Path;

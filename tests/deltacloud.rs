@@ -3,9 +3,9 @@
 //! Deltacloud: state words, name lookup through the description marker across a restart,
 //! drivers that drop descriptions, faults, credentials, the list cap.
 
-mod sim;
+mod support;
+use support::sim;
 
-use sim::Sim;
 use snapcsi::backend::deltacloud::{DeltacloudBackend, DeltacloudConfig};
 use snapcsi::backend::{Backend, CreateSnapshot, ErrorKind, PageRequest, VolumeId, conformance};
 use snapcsi::http::HttpSettings;
@@ -13,6 +13,7 @@ use snapcsi::ops::{Ops, SizeRange};
 use snapcsi::secret::{Secret, Secrets};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use support::sim::Sim;
 use tonic::Code;
 
 const USER: &str = "dc-user";

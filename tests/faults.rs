@@ -10,17 +10,17 @@
 //! Then the object faults: a snapshot stuck in `creating`, one that ends in `error`, and one
 //! left in `error_deleting` by its delete, followed by a delete that succeeds.
 
-mod cinder_support;
-mod sim;
+mod support;
+use support::sim;
 
-use cinder_support::Peer;
-use sim::Sim;
 use snapcsi::backend::{CreateSnapshot, SnapshotId, VolumeId};
 use snapcsi::ops::{Ops, SizeRange};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::cinder_peer::Peer;
+use support::sim::Sim;
 use tonic::Code;
 
 /// HTTP settings of every backend here: a 1 s timeout, 3 attempts, backoff capped at 100 ms.

@@ -2,9 +2,8 @@
 //! fails, crash safety under SIGKILL, the gRPC surface (advertised only when served, codes
 //! and field names), and, as root, a consistent group of two mounted volumes restored.
 
-mod common;
+mod support;
 
-use common::Driver;
 use snapcsi::backend::local::{LocalBackend, LocalConfig};
 use snapcsi::backend::{
     Backend, CreateGroupSnapshot, CreateVolume, ErrorKind, PageRequest, SnapshotFilter,
@@ -13,6 +12,7 @@ use snapcsi::proto as csi;
 use snapcsi::proto::group_controller_client::GroupControllerClient;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use support::Driver;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -394,9 +394,9 @@ async fn node_only_process_advertises_no_group_service() {
 #[tokio::test]
 #[ignore = "needs root (loop devices, mounts): as root, `cargo test --test group -- --ignored` (tests/run.sh does)"]
 async fn mounted_members_are_frozen_and_restore_consistently() {
-    common::require_root();
+    support::require_root();
     let driver = Driver::start(&[]).await;
-    let _cleanup = common::NodeCleanup(driver.path(""));
+    let _cleanup = support::NodeCleanup(driver.path(""));
     let mut c = driver.controller();
     let mut n = driver.node();
     let mut g = GroupControllerClient::new(driver.channel.clone());
@@ -526,7 +526,7 @@ async fn start_child(dir: &Path) -> Child {
         .expect("start snapcsi");
     for _ in 0..500 {
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-            let channel = common::connect(&socket).await;
+            let channel = support::connect(&socket).await;
             return Child { process, channel };
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -625,7 +625,7 @@ async fn kill_nine_during_a_group_snapshot_leaves_one_group_and_no_orphan() {
         driver.kill();
         // A clean start sweeps what the crash left: files match records exactly.
         let driver = start_child(dir.path()).await;
-        common::eventually(|| files(&data.join("snapshots")).len() == 3).await;
+        support::eventually(|| files(&data.join("snapshots")).len() == 3).await;
         assert_eq!(
             files(&data.join("snapshots")).len(),
             3,
@@ -649,9 +649,9 @@ async fn kill_nine_during_a_group_snapshot_leaves_one_group_and_no_orphan() {
 #[tokio::test]
 #[ignore = "needs root (loop devices, mounts): as root, `cargo test --test group -- --ignored` (tests/run.sh does)"]
 async fn concurrent_groups_and_snapshots_of_mounted_volumes_all_succeed() {
-    common::require_root();
+    support::require_root();
     let driver = Driver::start(&[]).await;
-    let _cleanup = common::NodeCleanup(driver.path(""));
+    let _cleanup = support::NodeCleanup(driver.path(""));
     let mut c = driver.controller();
     let mut n = driver.node();
     let mut mounted = Vec::new();

@@ -3,13 +3,13 @@
 //! The controller tests run on the in-memory backend and on the local backend (no root
 //! needed: the controller never mounts); the node tests need root for loop devices and mounts.
 
-mod common;
+mod support;
 
-use common::Driver;
 use snapcsi::proto as csi;
 use snapcsi::proto::controller_service_capability::rpc::Type as Rpc;
 use snapcsi::proto::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
 use std::collections::HashSet;
+use support::Driver;
 use tonic::Code;
 
 const MIB: i64 = 1 << 20;
@@ -482,7 +482,7 @@ async fn local_state_survives_a_restart() {
         .join("data/snapshots/snap-0190f2a0-0000-7000-8000-000000000000.img");
     std::fs::write(&orphan, b"half").expect("orphan");
     let driver = Driver::start_in(dir, &["--mode", "controller"]).await;
-    common::eventually(|| !orphan.exists()).await;
+    support::eventually(|| !orphan.exists()).await;
     assert!(!orphan.exists(), "orphan image was not swept");
     let again = driver
         .controller()
@@ -527,9 +527,9 @@ async fn capacity_limit_is_enforced() {
 #[tokio::test]
 #[ignore = "needs root (loop devices, mounts): as root, `cargo test --test grpc -- --ignored` (tests/run.sh does)"]
 async fn node_publish_snapshot_restore_round_trip() {
-    common::require_root();
+    support::require_root();
     let driver = Driver::start(&[]).await;
-    let _cleanup = common::NodeCleanup(driver.path(""));
+    let _cleanup = support::NodeCleanup(driver.path(""));
     let mut c = driver.controller();
     let mut n = driver.node();
     let stage = driver.path("stage");

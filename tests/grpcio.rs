@@ -7,10 +7,10 @@
 //! 10 s once, then cached under ~/.cache/snapcsi). No network or no python3 is a failure, not a
 //! skip: this test runs nowhere without them.
 
-mod common;
+mod support;
 
-use common::Driver;
 use std::process::Command;
+use support::Driver;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

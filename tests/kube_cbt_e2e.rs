@@ -11,10 +11,9 @@
 //! delta from a restore of the second snapshot onto a restore of the first and finds them
 //! equal; bad requests come back with the driver's codes.
 
-mod cbt_support;
-mod common;
+mod support;
+use support::cbt;
 
-use cbt_support::{BLOCK, Device, MIB, Model, block_capability};
 use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolume, PersistentVolumeClaim, ServiceAccount,
 };
@@ -27,6 +26,7 @@ use snapcsi::proto as csi;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use support::cbt::{BLOCK, Device, MIB, Model, block_capability};
 
 const NS: &str = "cbt";
 const DRIVER: &str = "snapcsi.dev";
@@ -216,7 +216,7 @@ async fn changed_blocks_through_the_real_sidecar() {
     );
     let socket = std::env::var("SNAPCSI_E2E_SOCKET").expect("SNAPCSI_E2E_SOCKET");
     let work = PathBuf::from(std::env::var("SNAPCSI_CBT_WORK").expect("SNAPCSI_CBT_WORK"));
-    let channel = common::connect(Path::new(&socket)).await;
+    let channel = support::connect(Path::new(&socket)).await;
     let client = Client::try_default().await.expect("kubeconfig");
 
     // The namespace, a backup ServiceAccount allowed what the component's client role allows,
@@ -348,30 +348,18 @@ async fn changed_blocks_through_the_real_sidecar() {
     let (kind, capacity, tuples) = list(&["-s", "cbt-1"]);
     assert_eq!((kind, capacity), (variable, SIZE as i64));
     assert_eq!(
-        cbt_support::merged(tuples),
+        cbt::merged(tuples),
         first_model.allocated(),
         "allocated(cbt-1)"
     );
     let (_, _, tuples) = list(&["-s", "cbt-2", "-max-results", "1"]);
-    assert_eq!(
-        cbt_support::merged(tuples),
-        model.allocated(),
-        "allocated(cbt-2)"
-    );
+    assert_eq!(cbt::merged(tuples), model.allocated(), "allocated(cbt-2)");
     let want = model.delta_from(&first_model);
     let (kind, capacity, tuples) = list(&["-s", "cbt-2", "-p", "cbt-1"]);
     assert_eq!((kind, capacity), (variable, SIZE as i64));
-    assert_eq!(
-        cbt_support::merged(tuples),
-        want,
-        "delta(cbt-1, cbt-2) by name"
-    );
+    assert_eq!(cbt::merged(tuples), want, "delta(cbt-1, cbt-2) by name");
     let (_, _, tuples) = list(&["-s", "cbt-2", "-P", &first, "-max-results", "2"]);
-    assert_eq!(
-        cbt_support::merged(tuples),
-        want,
-        "delta(cbt-1, cbt-2) by handle"
-    );
+    assert_eq!(cbt::merged(tuples), want, "delta(cbt-1, cbt-2) by handle");
     let resume = 4 * MIB + 300 * 1024;
     let (_, _, tuples) = list(&[
         "-s",
@@ -382,8 +370,8 @@ async fn changed_blocks_through_the_real_sidecar() {
         &resume.to_string(),
     ]);
     assert_eq!(
-        cbt_support::merged(tuples),
-        cbt_support::from_offset(&want, resume),
+        cbt::merged(tuples),
+        cbt::from_offset(&want, resume),
         "delta resumed at {resume}"
     );
     println!(

@@ -6,7 +6,7 @@
 //! object's topology label and the CSINode entry) is created here, and StorageClasses bind
 //! immediately since no pod is ever scheduled.
 
-mod common;
+mod support;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
@@ -123,7 +123,7 @@ async fn volume_snapshot_end_to_end() {
         "run through tests/k8s/e2e.sh, which starts the throwaway cluster and sets SNAPCSI_E2E=1"
     );
     let socket = std::env::var("SNAPCSI_E2E_SOCKET").expect("SNAPCSI_E2E_SOCKET");
-    let channel = common::connect(std::path::Path::new(&socket)).await;
+    let channel = support::connect(std::path::Path::new(&socket)).await;
     let mut driver = csi::controller_client::ControllerClient::new(channel);
     let client = Client::try_default().await.expect("kubeconfig");
     let post = PostParams::default();

@@ -7,7 +7,7 @@
 //! to run a pod), a VolumeGroupSnapshot selects them by label, and once it is ready both
 //! member VolumeSnapshots are restored into new PVCs whose images must hold that data.
 
-mod common;
+mod support;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::{CSINode, StorageClass};
@@ -139,7 +139,7 @@ async fn volume_group_snapshot_end_to_end() {
     );
     let socket = std::env::var("SNAPCSI_E2E_SOCKET").expect("SNAPCSI_E2E_SOCKET");
     let data = PathBuf::from(std::env::var("SNAPCSI_E2E_DATA").expect("SNAPCSI_E2E_DATA"));
-    let channel = common::connect(Path::new(&socket)).await;
+    let channel = support::connect(Path::new(&socket)).await;
     let mut driver = csi::controller_client::ControllerClient::new(channel);
     let client = Client::try_default().await.expect("kubeconfig");
     let post = PostParams::default();

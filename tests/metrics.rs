@@ -1,10 +1,10 @@
 //! The Prometheus endpoint: scraped after a run, the numbers moved. Its own test binary, so the
 //! process-wide counters see only this test's calls.
 
-mod common;
+mod support;
 
-use common::Driver;
 use snapcsi::proto as csi;
+use support::Driver;
 
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

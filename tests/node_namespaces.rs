@@ -9,14 +9,14 @@
 //!
 //! Needs root (loop devices, mounts, `unshare --mount`); skipped otherwise.
 
-mod common;
+mod support;
 
-use common::Driver;
 use snapcsi::proto as csi;
 use snapcsi::proto::controller_client::ControllerClient;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::Driver;
 use tonic::Code;
 
 const MIB: i64 = 1 << 20;
@@ -70,7 +70,7 @@ impl Controller {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let client = ControllerClient::new(common::connect(socket).await);
+        let client = ControllerClient::new(support::connect(socket).await);
         Self { child, client }
     }
 
@@ -117,7 +117,7 @@ fn ext4_features(image: &Path) -> String {
 
 #[tokio::test]
 async fn a_controller_that_cannot_see_the_staging_mount_refuses_to_snapshot() {
-    if !common::is_root() {
+    if !support::is_root() {
         eprintln!("skipped: needs root (loop devices, mounts, unshare)");
         return;
     }
@@ -127,7 +127,7 @@ async fn a_controller_that_cannot_see_the_staging_mount_refuses_to_snapshot() {
     let socket = root.join("controller.sock");
     // The node plugin, in this process and mount namespace, on the same data directory.
     let node = Driver::start_in(dir, &["--mode", "node"]).await;
-    let _cleanup = common::NodeCleanup(root.clone());
+    let _cleanup = support::NodeCleanup(root.clone());
     let mut n = node.node();
 
     // Started before anything is staged: its namespace never sees the staging mounts.
@@ -215,7 +215,7 @@ async fn a_controller_that_cannot_see_the_staging_mount_refuses_to_snapshot() {
 /// fails with EBUSY. The freeze journal names what was frozen; the next start thaws it.
 #[tokio::test]
 async fn a_file_system_left_frozen_by_a_killed_controller_is_thawed_at_start() {
-    if !common::is_root() {
+    if !support::is_root() {
         eprintln!("skipped: needs root (loop devices, mounts, fsfreeze)");
         return;
     }
@@ -224,7 +224,7 @@ async fn a_file_system_left_frozen_by_a_killed_controller_is_thawed_at_start() {
     let data = root.join("data");
     let socket = root.join("controller.sock");
     let node = Driver::start_in(dir, &["--mode", "node"]).await;
-    let _cleanup = common::NodeCleanup(root.clone());
+    let _cleanup = support::NodeCleanup(root.clone());
     let mut n = node.node();
     let controller = Controller::start(&data, &socket, false).await;
     let mut c = controller.client.clone();

@@ -18,10 +18,8 @@
 //!
 //! `SNAPCSI_NOVA_PEER=DIR` uses a cloud already started with `nova-peer.sh start DIR`.
 
-mod cinder_support;
-mod common;
+mod support;
 
-use cinder_support::Peer;
 use serde_json::{Value, json};
 use snapcsi::backend::cinder::CinderBackend;
 use snapcsi::backend::{Backend, CreateVolume, ErrorKind, PublishVolume, SERIAL_KEY, VolumeId};
@@ -32,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::cinder_peer::Peer;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -445,8 +444,8 @@ async fn csi_and_node(peer: &Peer, api: &Api) {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let snapcsi::config::Command::Serve(serve) =
-        snapcsi::config::parse_args(args).expect("flags").command
+    let snapcsi::cli::Command::Serve(serve) =
+        snapcsi::cli::parse_args(args).expect("flags").command
     else {
         panic!("serve");
     };
@@ -464,7 +463,7 @@ async fn csi_and_node(peer: &Peer, api: &Api) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let channel = common::connect(&socket).await;
+    let channel = support::connect(&socket).await;
     let mut identity = snapcsi::proto::identity_client::IdentityClient::new(channel.clone());
     let mut controller = ControllerClient::new(channel.clone());
     let mut node = snapcsi::proto::node_client::NodeClient::new(channel.clone());
@@ -554,7 +553,7 @@ async fn csi_and_node(peer: &Peer, api: &Api) {
         .expect_err("no such volume");
     assert_eq!(status.code(), Code::NotFound);
 
-    if common::is_root() {
+    if support::is_root() {
         let staging = dir.path().join("staging");
         let target = dir.path().join("target");
         let stage =
@@ -729,7 +728,7 @@ impl Controller {
             .expect("start snapcsi");
         for _ in 0..600 {
             if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-                let channel = common::connect(&socket).await;
+                let channel = support::connect(&socket).await;
                 return Controller { child, channel };
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

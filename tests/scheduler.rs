@@ -10,10 +10,8 @@
 //! Without the control-plane binaries the cluster test skips loudly; with
 //! `SNAPCSI_REQUIRE_PEERS=1` (CI) it fails instead.
 
-#[path = "common/control_plane.rs"]
-mod control_plane;
+mod support;
 
-use control_plane::ControlPlane;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
@@ -28,6 +26,7 @@ use snapcsi::kube::controller::{
 use snapcsi::kube::crd::SnapshotSchedule;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use support::cluster::ControlPlane;
 
 /// The clock the test moves.
 struct FakeClock(Mutex<Timestamp>);

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
-mod sim;
+mod support;
+use support::sim;
 
 const AK: &str = "AK-sim-0001";
 const SK: &str = "SK-sim-secret-0001/+=";

@@ -3,8 +3,8 @@
 //! once with a wrong secret, and the captured output and every gRPC message are searched for
 //! the secret values.
 
-mod common;
-mod sim;
+mod support;
+use support::sim;
 
 use snapcsi::proto as csi;
 use std::path::Path;
@@ -61,7 +61,7 @@ fn start_driver(dir: &Path, config: &str, log: &Path) -> Driver {
 
 /// Every call a sidecar makes, successful and failing; answers every gRPC message seen.
 async fn cycle(socket: &Path) -> Vec<String> {
-    let channel = common::connect(socket).await;
+    let channel = support::connect(socket).await;
     let mut c = csi::controller_client::ControllerClient::new(channel.clone());
     let mut identity = csi::identity_client::IdentityClient::new(channel);
     let mut messages = Vec::new();

@@ -14,20 +14,20 @@
 //! Needs root (loop devices, mounts) and mkfs.xfs; skips with a message otherwise, or fails
 //! when `SNAPCSI_REQUIRE_PEERS` is set (CI).
 
-mod cbt_support;
-mod common;
+mod support;
+use support::cbt;
 
-use cbt_support::{BLOCK, Device, MIB, Model, block_capability, from_offset};
-use common::Driver;
 use snapcsi::proto as csi;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::Driver;
+use support::cbt::{BLOCK, Device, MIB, Model, block_capability, from_offset};
 
 const VOLUME: u64 = 64 * MIB;
 const GROWN: u64 = 96 * MIB;
 
 fn privileged(test: &str) -> bool {
-    let missing = if !common::is_root() {
+    let missing = if !support::is_root() {
         Some("needs root (loop devices and mounts)")
     } else if !Path::new("/dev/loop-control").exists() {
         Some("no /dev/loop-control")
@@ -299,21 +299,19 @@ async fn scenario(fs: &str, method: &str) {
     let ch = &driver.channel;
     let variable = csi::BlockMetadataType::VariableLength as i32;
 
-    let a = cbt_support::allocated(ch, &base, 0, 0)
+    let a = cbt::allocated(ch, &base, 0, 0)
         .await
         .expect("allocated base");
     assert_eq!((a.block_type, a.capacity), (variable, VOLUME as i64));
     assert_eq!(a.ranges(), base_model.allocated(), "{fs}: allocated(base)");
-    let a = cbt_support::allocated(ch, &target, 0, 0)
+    let a = cbt::allocated(ch, &target, 0, 0)
         .await
         .expect("allocated target");
     assert_eq!(a.capacity, GROWN as i64);
     assert_eq!(a.ranges(), model.allocated(), "{fs}: allocated(target)");
 
     let want = model.delta_from(&base_model);
-    let d = cbt_support::delta(ch, &base, &target, 0, 0)
-        .await
-        .expect("delta");
+    let d = cbt::delta(ch, &base, &target, 0, 0).await.expect("delta");
     assert_eq!((d.block_type, d.capacity), (variable, GROWN as i64));
     assert_eq!(d.ranges(), want, "{fs}: delta(base, target)");
     println!(
@@ -324,13 +322,13 @@ async fn scenario(fs: &str, method: &str) {
     );
 
     // One tuple per message, and resumed from inside a changed range.
-    let d = cbt_support::delta(ch, &base, &target, 0, 1)
+    let d = cbt::delta(ch, &base, &target, 0, 1)
         .await
         .expect("delta, 1 per message");
     assert_eq!(d.ranges(), want);
     assert_eq!(d.messages, d.tuples.len());
     let resume = MIB + 100 * 1024;
-    let d = cbt_support::delta(ch, &base, &target, resume as i64, 2)
+    let d = cbt::delta(ch, &base, &target, resume as i64, 2)
         .await
         .expect("delta resumed");
     assert_eq!(
@@ -338,12 +336,12 @@ async fn scenario(fs: &str, method: &str) {
         from_offset(&want, resume),
         "{fs}: delta from {resume}"
     );
-    let a = cbt_support::allocated(ch, &target, resume as i64, 1)
+    let a = cbt::allocated(ch, &target, resume as i64, 1)
         .await
         .expect("allocated resumed");
     assert_eq!(a.ranges(), from_offset(&model.allocated(), resume));
     // Resuming at the very end answers nothing.
-    let d = cbt_support::delta(ch, &base, &target, GROWN as i64, 0)
+    let d = cbt::delta(ch, &base, &target, GROWN as i64, 0)
         .await
         .expect("delta at the end");
     assert!(d.tuples.is_empty());
@@ -377,7 +375,7 @@ async fn scenario(fs: &str, method: &str) {
     .await;
     let fixed = 64 * 1024;
     let widen = |ranges: Vec<(u64, u64)>| -> Vec<(u64, u64)> {
-        cbt_support::merged(
+        cbt::merged(
             ranges
                 .into_iter()
                 .map(|(o, l)| {
@@ -387,13 +385,13 @@ async fn scenario(fs: &str, method: &str) {
                 .collect(),
         )
     };
-    let d = cbt_support::delta(&driver.channel, &base, &target, 0, 3)
+    let d = cbt::delta(&driver.channel, &base, &target, 0, 3)
         .await
         .expect("fixed delta");
     assert_eq!(d.block_type, csi::BlockMetadataType::FixedLength as i32);
     assert!(d.tuples.iter().all(|&(o, l)| l == fixed && o % fixed == 0));
     assert_eq!(d.ranges(), widen(want.clone()), "{fs}: fixed-length delta");
-    let a = cbt_support::allocated(&driver.channel, &base, 0, 0)
+    let a = cbt::allocated(&driver.channel, &base, 0, 0)
         .await
         .expect("fixed allocated");
     assert_eq!(a.ranges(), widen(base_model.allocated()));
@@ -454,11 +452,11 @@ async fn advertised_and_served_only_where_the_backend_can() {
         .volume_id;
     let a = snapshot(&driver, &volume, "empty-a").await;
     let b = snapshot(&driver, &volume, "empty-b").await;
-    let answer = cbt_support::allocated(&driver.channel, &a, 0, 0)
+    let answer = cbt::allocated(&driver.channel, &a, 0, 0)
         .await
         .expect("allocated");
     assert!(answer.tuples.is_empty());
-    let answer = cbt_support::delta(&driver.channel, &a, &b, 0, 0)
+    let answer = cbt::delta(&driver.channel, &a, &b, 0, 0)
         .await
         .expect("delta");
     assert!(answer.tuples.is_empty());
@@ -467,7 +465,7 @@ async fn advertised_and_served_only_where_the_backend_can() {
     // Memory: neither advertised nor served.
     let driver = Driver::start(&["--mode", "controller", "--backend", "memory"]).await;
     assert!(!advertised(&driver).await, "memory backend: advertised");
-    let err = cbt_support::allocated(&driver.channel, "snap-x", 0, 0)
+    let err = cbt::allocated(&driver.channel, "snap-x", 0, 0)
         .await
         .expect_err("not served");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
@@ -518,15 +516,37 @@ async fn an_instance_without_tracking_answers_failed_precondition() {
     let a = snapshot(&driver, &volume, "mem-a").await;
     let b = snapshot(&driver, &volume, "mem-b").await;
     for result in [
-        cbt_support::allocated(&driver.channel, &a, 0, 0)
-            .await
-            .map(drop),
-        cbt_support::delta(&driver.channel, &a, &b, 0, 0)
-            .await
-            .map(drop),
+        cbt::allocated(&driver.channel, &a, 0, 0).await.map(drop),
+        cbt::delta(&driver.channel, &a, &b, 0, 0).await.map(drop),
     ] {
         let err = result.expect_err("the memory instance cannot track changes");
         assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
         assert!(err.message().contains("full backup"), "{err:?}");
+    }
+}
+
+/// The block model the tests judge answers by is itself right.
+mod model_tests {
+    use super::cbt::*;
+
+    #[test]
+    fn model_delta_covers_writes_punches_and_growth() {
+        let mut base = Model::new(16 * BLOCK);
+        base.write(0, 4 * BLOCK, 1);
+        base.write(8 * BLOCK, BLOCK, 2);
+        let mut target = base.clone();
+        target.write(2 * BLOCK, BLOCK, 3);
+        target.punch(8 * BLOCK, BLOCK);
+        target.grow(32 * BLOCK);
+        target.write(20 * BLOCK, 2 * BLOCK, 4);
+        assert_eq!(base.allocated(), vec![(0, 4 * BLOCK), (8 * BLOCK, BLOCK)]);
+        assert_eq!(
+            target.delta_from(&base),
+            vec![
+                (2 * BLOCK, BLOCK),
+                (8 * BLOCK, BLOCK),
+                (20 * BLOCK, 2 * BLOCK)
+            ]
+        );
     }
 }

@@ -3,9 +3,9 @@
 //! backend cannot order volumes, so the conformance suite's volume-based checks are gated off
 //! and are repeated here on simulator-made volumes), through `Ops` as the gRPC services use it.
 
-mod sim;
+mod support;
+use support::sim;
 
-use sim::Sim;
 use snapcsi::backend::softlayer::{SoftLayerBackend, SoftLayerConfig};
 use snapcsi::backend::{
     Backend, CreateSnapshot, SnapshotFilter, SnapshotId, VolumeId, conformance,
@@ -15,6 +15,7 @@ use snapcsi::ops::{Ops, SizeRange};
 use snapcsi::secret::{Secret, Secrets};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use support::sim::Sim;
 use tonic::Code;
 
 const USER: &str = "SL278184";

@@ -2,7 +2,8 @@
 //! and `insecure = true` is the only way around verification. A self-signed CA (made here with
 //! the openssl command) signs the certificate of the SCP simulator served over HTTPS.
 
-mod sim;
+mod support;
+use support::sim;
 
 use snapcsi::backend::ErrorKind;
 use snapcsi::backend::registry::build_instance;

@@ -677,7 +677,7 @@ impl<'de> serde::Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(deserializer)? {
             Raw::Number(n) => Ok(ByteSize(n)),
-            Raw::Text(t) => crate::config::parse_size(&t)
+            Raw::Text(t) => crate::values::parse_size(&t)
                 .map(ByteSize)
                 .map_err(serde::de::Error::custom),
         }

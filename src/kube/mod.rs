@@ -52,8 +52,8 @@ pub struct SchedulerArgs {
     pub interval: u64,
 
     /// Log format.
-    #[arg(long, value_enum, default_value_t = crate::config::LogFormat::Text)]
-    pub log_format: crate::config::LogFormat,
+    #[arg(long, value_enum, default_value_t = crate::values::LogFormat::Text)]
+    pub log_format: crate::values::LogFormat,
 
     /// Log filter (RUST_LOG wins when set).
     #[arg(long, default_value = "info")]

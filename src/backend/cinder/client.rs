@@ -4,49 +4,19 @@
 
 use super::config::{AuthType, CinderConfig, Dialect};
 use super::error::classify;
+use super::microversion::Microversion;
 use crate::backend::{BackendError, BackendResult, ErrorKind};
 use crate::http::{HttpClient, Idempotency};
 use crate::secret::Secret;
 use serde_json::{Value, json};
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const BACKEND: &str = "cinder";
 
-/// A v3 microversion, e.g. 3.66.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Microversion {
-    /// Major (always 3 for the v3 API).
-    pub major: u32,
-    /// Minor.
-    pub minor: u32,
-}
-
-impl Microversion {
-    /// Parses `3.66`.
-    pub fn parse(text: &str) -> Option<Self> {
-        let (major, minor) = text.trim().split_once('.')?;
-        Some(Self {
-            major: major.parse().ok()?,
-            minor: minor.parse().ok()?,
-        })
-    }
-
-    const fn new(minor: u32) -> Self {
-        Self { major: 3, minor }
-    }
-}
-
-impl fmt::Display for Microversion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.major, self.minor)
-    }
-}
-
 /// 3.66: snapshots of in-use volumes need no `force` (and `force: false` is refused).
-pub const SNAPSHOT_IN_USE: Microversion = Microversion::new(66);
+pub const SNAPSHOT_IN_USE: Microversion = Microversion::new(3, 66);
 /// The highest microversion this client is written against.
 pub const HIGHEST_KNOWN: Microversion = SNAPSHOT_IN_USE;
 
@@ -706,15 +676,6 @@ mod tests {
         assert_eq!(z, plus);
         assert!(parse_time("yesterday").is_none());
         assert!(parse_time("2013-13-25T03:56:53").is_none());
-    }
-
-    #[test]
-    fn microversions_order_and_print() {
-        let a = Microversion::parse("3.9").expect("parses");
-        let b = Microversion::parse("3.66").expect("parses");
-        assert!(a < b);
-        assert_eq!(b.to_string(), "3.66");
-        assert!(Microversion::parse("three").is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `type = "cinder"` instance keys, checked at start-up with the key named on every error.
 
+use super::microversion::Microversion;
 use crate::http::HttpSettings;
 use crate::secret::{Secret, Secrets};
 use serde::Deserialize;
@@ -294,7 +295,7 @@ impl CinderConfig {
             }
         }
         if let Some(v) = &self.max_microversion {
-            let parsed = super::client::Microversion::parse(v);
+            let parsed = Microversion::parse(v);
             if parsed.is_none_or(|m| m.major != 3) {
                 return Err(KeyError {
                     key: "max_microversion",
@@ -306,7 +307,7 @@ impl CinderConfig {
             check_url("compute_endpoint", endpoint)?;
         }
         if let Some(v) = &self.max_compute_microversion {
-            let parsed = super::client::Microversion::parse(v);
+            let parsed = Microversion::parse(v);
             if parsed.is_none_or(|m| m.major != 2) {
                 return Err(KeyError {
                     key: "max_compute_microversion",

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod microversion;
 pub mod nova;
 
 use crate::backend::names::{self, Found};

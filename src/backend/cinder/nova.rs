@@ -14,8 +14,9 @@
 //!   type allows multi-attach (Cinder's `multiattach` flag) and the capability is a
 //!   multi-node mode. Nova's per-server disk limit is RESOURCE_EXHAUSTED.
 
-use super::client::{Answer, CinderClient, Microversion, read_answer, substitute};
+use super::client::{Answer, CinderClient, read_answer, substitute};
 use super::error::{bad_status, classify_compute};
+use super::microversion::Microversion;
 use super::{CinderBackend, Kind, encode, plausible_id};
 use crate::backend::{
     BackendError, BackendResult, DEVICE_KEY, ErrorKind, PublishContext, PublishVolume, SERIAL_KEY,
@@ -29,10 +30,7 @@ use std::time::{Duration, Instant};
 
 /// 2.89: attachment answers carry `attachment_id` and `bdm_uuid` (2.60+ attaches multi-attach
 /// volumes at all).
-pub const HIGHEST_KNOWN: Microversion = Microversion {
-    major: 2,
-    minor: 89,
-};
+pub const HIGHEST_KNOWN: Microversion = Microversion::new(2, 89);
 
 /// Nova as seen by one Cinder instance.
 pub struct Nova {

@@ -1,10 +1,18 @@
-//! Shared pieces of the end-to-end tests: an in-process driver on a real unix socket and the
-//! generated CSI clients connected to it.
+//! What the integration tests share (tests/README.md maps each test to what it proves). Here:
+//! an in-process driver on a real unix socket and the generated CSI clients connected to it.
+//! Beside it: `sim` starts the Python cloud simulators of tests/sims, `cinder_peer` the real
+//! Keystone + Cinder (+ Nova) of tests/peers, `cluster` a real kube-apiserver + etcd, `cbt` the
+//! block model the changed-block tests judge answers by.
 
 #![allow(dead_code)]
 
+pub mod cbt;
+pub mod cinder_peer;
+pub mod cluster;
+pub mod sim;
+
 use hyper_util::rt::TokioIo;
-use snapcsi::config::{self, Command};
+use snapcsi::cli::{self, Command};
 use snapcsi::proto::controller_client::ControllerClient;
 use snapcsi::proto::identity_client::IdentityClient;
 use snapcsi::proto::node_client::NodeClient;
@@ -44,7 +52,7 @@ impl Driver {
             "test-node".to_owned(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let Command::Serve(serve) = config::parse_args(args).expect("valid flags").command else {
+        let Command::Serve(serve) = cli::parse_args(args).expect("valid flags").command else {
             panic!("serve expected");
         };
         let (stop, stopped) = oneshot::channel::<()>();

@@ -343,29 +343,3 @@ pub fn block_capability() -> csi::VolumeCapability {
         )),
     }
 }
-
-#[cfg(test)]
-mod model_tests {
-    use super::*;
-
-    #[test]
-    fn model_delta_covers_writes_punches_and_growth() {
-        let mut base = Model::new(16 * BLOCK);
-        base.write(0, 4 * BLOCK, 1);
-        base.write(8 * BLOCK, BLOCK, 2);
-        let mut target = base.clone();
-        target.write(2 * BLOCK, BLOCK, 3);
-        target.punch(8 * BLOCK, BLOCK);
-        target.grow(32 * BLOCK);
-        target.write(20 * BLOCK, 2 * BLOCK, 4);
-        assert_eq!(base.allocated(), vec![(0, 4 * BLOCK), (8 * BLOCK, BLOCK)]);
-        assert_eq!(
-            target.delta_from(&base),
-            vec![
-                (2 * BLOCK, BLOCK),
-                (8 * BLOCK, BLOCK),
-                (20 * BLOCK, 2 * BLOCK)
-            ]
-        );
-    }
-}
