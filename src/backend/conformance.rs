@@ -1,6 +1,7 @@
 //! The behaviour suite every backend must pass, gated by
-//! [`Capabilities`](crate::backend::Capabilities), never by backend name. It drives the backend through [`Ops`] — the same path the gRPC services take — so
-//! idempotency, paging and error kinds are checked as a sidecar sees them.
+//! [`Capabilities`](crate::backend::Capabilities), never by backend name. It drives the backend
+//! through [`Ops`] — the same path the gRPC services take — so idempotency, paging and error
+//! kinds are checked as a sidecar sees them.
 //!
 //! Each check is a plain async function returning `Err(description)` on the first broken
 //! promise; [`run`] runs them all and reports every failure.
