@@ -845,17 +845,18 @@ async fn scheduler_on_a_real_api_server() {
 }
 
 #[test]
-fn readme_example_is_the_deployed_example_and_valid() {
+fn docs_example_is_the_deployed_example_and_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
-    let block = readme
+    let page = std::fs::read_to_string(root.join("docs/scheduled-snapshots.md"))
+        .expect("docs/scheduled-snapshots.md");
+    let block = page
         .split("```yaml\n")
         .skip(1)
         .filter_map(|rest| rest.split("```").next())
         .find(|b| b.contains("kind: SnapshotSchedule"))
-        .expect("README has a SnapshotSchedule example");
+        .expect("docs/scheduled-snapshots.md has a SnapshotSchedule example");
     let from_readme: SnapshotSchedule =
-        serde_saphyr::from_str(block).expect("README example parses");
+        serde_saphyr::from_str(block).expect("the docs example parses");
     let file =
         std::fs::read_to_string(root.join("deploy/kind/example-schedule.yaml")).expect("example");
     let from_file: SnapshotSchedule = serde_saphyr::from_str(&file).expect("example parses");
