@@ -416,7 +416,7 @@ fn the_readme_tells_a_newcomer_what_the_code_does() {
         readme.text.contains("cargo install --path ."),
         "README.md: how snapcsi gets on PATH"
     );
-    for needed in ["**Go**", "**Python 3**", "**nightly**", "**25 GB**"] {
+    for needed in ["**Go**", "**Python 3**", "**nightly**", "**30 GB**"] {
         assert!(
             readme.text.contains(needed),
             "README.md: the prerequisites omit {needed}"
