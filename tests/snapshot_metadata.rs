@@ -93,45 +93,7 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let Some(dir) = self.dir.take() else { return };
-        let prefix = dir.path().display().to_string();
-        let points = || -> Vec<String> {
-            let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-            let mut p: Vec<String> = info
-                .lines()
-                .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-                .filter(|p| p.starts_with(&prefix))
-                .collect();
-            p.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            p
-        };
-        // Published targets first; then the volumes' loop devices (their images live on the
-        // scratch file system, which stays busy while they are attached); then the rest.
-        for p in points() {
-            let _ = Command::new("umount").arg(&p).output();
-        }
-        let listing = Command::new("losetup")
-            .args(["-l", "-n", "-O", "NAME,BACK-FILE"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        for line in listing.lines() {
-            let mut words = line.split_whitespace();
-            if let (Some(dev), Some(file)) = (words.next(), words.next())
-                && file.starts_with(&prefix)
-            {
-                let _ = Command::new("losetup").args(["-d", dev]).output();
-            }
-        }
-        for p in points() {
-            if !Command::new("umount")
-                .arg(&p)
-                .output()
-                .is_ok_and(|o| o.status.success())
-            {
-                eprintln!("teardown: {p} busy; detaching it lazily");
-                let _ = Command::new("umount").arg("-l").arg(&p).output();
-            }
-        }
+        support::release_under(dir.path());
     }
 }
 

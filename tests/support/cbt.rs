@@ -255,7 +255,7 @@ pub async fn allocated(
     max_results: i32,
 ) -> Result<Answer, tonic::Status> {
     let mut client = csi::snapshot_metadata_client::SnapshotMetadataClient::new(channel.clone());
-    let mut stream = client
+    let stream = client
         .get_metadata_allocated(csi::GetMetadataAllocatedRequest {
             snapshot_id: snapshot_id.into(),
             starting_offset,
@@ -264,22 +264,14 @@ pub async fn allocated(
         })
         .await?
         .into_inner();
-    let mut answer = Answer {
-        block_type: 0,
-        capacity: 0,
-        tuples: Vec::new(),
-        messages: 0,
-    };
-    while let Some(message) = stream.message().await? {
-        check_message(
-            &mut answer,
-            message.block_metadata_type,
-            message.volume_capacity_bytes,
-            &message.block_metadata,
-            max_results as usize,
-        );
-    }
-    Ok(answer)
+    collect(stream, max_results, |m| {
+        (
+            m.block_metadata_type,
+            m.volume_capacity_bytes,
+            &m.block_metadata,
+        )
+    })
+    .await
 }
 
 /// GetMetadataDelta, the whole stream.
@@ -291,7 +283,7 @@ pub async fn delta(
     max_results: i32,
 ) -> Result<Answer, tonic::Status> {
     let mut client = csi::snapshot_metadata_client::SnapshotMetadataClient::new(channel.clone());
-    let mut stream = client
+    let stream = client
         .get_metadata_delta(csi::GetMetadataDeltaRequest {
             base_snapshot_id: base.into(),
             target_snapshot_id: target.into(),
@@ -301,6 +293,23 @@ pub async fn delta(
         })
         .await?
         .into_inner();
+    collect(stream, max_results, |m| {
+        (
+            m.block_metadata_type,
+            m.volume_capacity_bytes,
+            &m.block_metadata,
+        )
+    })
+    .await
+}
+
+/// Reads a metadata stream to its end, checking every message (`check_message`); `fields`
+/// picks the block type, capacity and tuples out of either response type.
+async fn collect<M>(
+    mut stream: tonic::Streaming<M>,
+    max_results: i32,
+    fields: impl Fn(&M) -> (i32, i64, &Vec<csi::BlockMetadata>),
+) -> Result<Answer, tonic::Status> {
     let mut answer = Answer {
         block_type: 0,
         capacity: 0,
@@ -308,11 +317,12 @@ pub async fn delta(
         messages: 0,
     };
     while let Some(message) = stream.message().await? {
+        let (block_type, capacity, tuples) = fields(&message);
         check_message(
             &mut answer,
-            message.block_metadata_type,
-            message.volume_capacity_bytes,
-            &message.block_metadata,
+            block_type,
+            capacity,
+            tuples,
             max_results as usize,
         );
     }

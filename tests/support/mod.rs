@@ -152,31 +152,58 @@ pub struct NodeCleanup(pub PathBuf);
 
 impl Drop for NodeCleanup {
     fn drop(&mut self) {
-        let prefix = self.0.display().to_string();
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<String> = mountinfo
+        release_under(&self.0);
+    }
+}
+
+/// Unmounts everything mounted under `prefix` (deepest first), detaches the loop devices whose
+/// backing file is under it, then unmounts what those devices kept busy (lazily if it still
+/// is). The teardown of every root test that mounts.
+pub fn release_under(prefix: &Path) {
+    let prefix = prefix.display().to_string();
+    let points = || -> Vec<String> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut p: Vec<String> = info
             .lines()
             .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
             .filter(|p| p.starts_with(&prefix))
             .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for point in points {
-            let _ = std::process::Command::new("umount").arg(&point).status();
-        }
-        let listing = std::process::Command::new("losetup")
-            .args(["-l", "-n", "-O", "NAME,BACK-FILE"])
+        p.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        p
+    };
+    let umount = |p: &str| {
+        std::process::Command::new("umount")
+            .arg(p)
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        for line in listing.lines() {
-            let mut words = line.split_whitespace();
-            if let (Some(dev), Some(file)) = (words.next(), words.next())
-                && file.starts_with(&prefix)
-            {
-                let _ = std::process::Command::new("losetup")
-                    .args(["-d", dev])
-                    .status();
-            }
+            .is_ok_and(|o| o.status.success())
+    };
+    // Published targets first; then the volumes' loop devices (their images may live on a
+    // scratch file system, which stays busy while they are attached); then the rest.
+    for p in points() {
+        umount(&p);
+    }
+    let listing = std::process::Command::new("losetup")
+        .args(["-l", "-n", "-O", "NAME,BACK-FILE"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for line in listing.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some(dev), Some(file)) = (words.next(), words.next())
+            && file.starts_with(&prefix)
+        {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", dev])
+                .output();
+        }
+    }
+    for p in points() {
+        if !umount(&p) {
+            eprintln!("teardown: {p} busy; detaching it lazily");
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&p)
+                .output();
         }
     }
 }
