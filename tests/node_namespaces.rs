@@ -116,11 +116,12 @@ fn ext4_features(image: &Path) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs root (loop devices, mounts, unshare): as root, `cargo test --test node_namespaces -- --ignored` (tests/run.sh does)"]
 async fn a_controller_that_cannot_see_the_staging_mount_refuses_to_snapshot() {
-    if !support::is_root() {
-        eprintln!("skipped: needs root (loop devices, mounts, unshare)");
-        return;
-    }
+    assert!(
+        support::is_root(),
+        "needs root (loop devices, mounts, unshare)"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
     let data = root.join("data");
@@ -214,11 +215,12 @@ async fn a_controller_that_cannot_see_the_staging_mount_refuses_to_snapshot() {
 /// volume's file system still frozen, so every writer in the pod hangs and every later freeze
 /// fails with EBUSY. The freeze journal names what was frozen; the next start thaws it.
 #[tokio::test]
+#[ignore = "needs root (loop devices, mounts, unshare): as root, `cargo test --test node_namespaces -- --ignored` (tests/run.sh does)"]
 async fn a_file_system_left_frozen_by_a_killed_controller_is_thawed_at_start() {
-    if !support::is_root() {
-        eprintln!("skipped: needs root (loop devices, mounts, fsfreeze)");
-        return;
-    }
+    assert!(
+        support::is_root(),
+        "needs root (loop devices, mounts, fsfreeze)"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_path_buf();
     let data = root.join("data");

@@ -11,7 +11,7 @@
 #   clippy   cargo clippy --all-targets -- -D warnings
 #   test     cargo test   (unit, integration and doc tests)
 #   test-root cargo test -- --ignored for the tests that need root (grpc, group,
-#            reflink, ctl against csi-driver-host-path)
+#            reflink, ctl against csi-driver-host-path, node_namespaces, snapshot_metadata)
 #   fuzz     tests/tools/fuzz.sh (every cargo-fuzz target of tests/fuzz, FUZZ_SECONDS each,
 #            15 here; fails on any crash artifact; the long run is README's separate command)
 #   build    cargo build  (the debug binary csi-sanity drives)
@@ -150,7 +150,8 @@ export HOSTPATH_PLUGIN
 phase test env SNAPCSI_REQUIRE_PEERS=1 cargo test --no-fail-fast || true
 # The tests that need root are #[ignore]d (plain `cargo test` reports them ignored, never
 # passed); this run is root, so run them.
-phase test-root cargo test --test grpc --test group --test reflink --test ctl -- --ignored || true
+phase test-root cargo test --test grpc --test group --test reflink --test ctl \
+    --test node_namespaces --test snapshot_metadata -- --ignored || true
 # Bounded fuzzing of the parsers of untrusted input (tokens, ids, config, cloud answers).
 phase fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-15}" FUZZ_BUILD="${FUZZ_BUILD:-dev}" \
     "$root/tests/tools/fuzz.sh" || true
